@@ -1,0 +1,213 @@
+// Group commit: ledger writes submitted while a transaction is in flight wait for it, then all of
+// them run in the next single transaction. Callers see one promise per write; the store sees one
+// commit per batch. A batch that fails is re-run one write per transaction, so one bad write can
+// never fail its neighbours, and deadlocks or serialization failures are retried.
+// On PostgreSQL several batches are in flight at once, each on its own connection, in lanes: the
+// writes of one account always go to the same lane, so they keep their order and never run in two
+// transactions at once, while other accounts' writes commit beside them instead of waiting.
+import type { Transaction } from 'kysely';
+import type { Store } from '../store/db.ts';
+import type { Database } from '../store/schema.ts';
+
+export type Tx = Transaction<Database>;
+
+/** Per-batch state: operator-account deltas are summed and applied once, last, in id order. */
+export interface Batch {
+  engine: Store['engine'];
+  creditOperator(accountId: string, amountMicros: bigint): void;
+  debitOperator(accountId: string, amountMicros: bigint): void;
+}
+
+export type OpRun<R> = (tx: Tx, batch: Batch) => Promise<R>;
+
+interface Pending<R> {
+  sortKey: string;
+  run: OpRun<R>;
+  resolve: (value: R) => void;
+  reject: (err: unknown) => void;
+}
+
+export interface CommitterOptions {
+  maxBatchOps?: number;
+  maxRetries?: number;
+  /** Batches in flight at once (one connection each); 1 on SQLite, which has a single writer. */
+  maxConcurrentBatches?: number;
+}
+
+const defaultMaxBatchOps = 256;
+const defaultMaxRetries = 5;
+const retryBaseDelayMs = 2;
+const defaultPostgresLanes = 4;
+
+interface Lane {
+  queue: Pending<unknown>[];
+  flushing: boolean;
+  scheduled: boolean;
+}
+
+export interface CommitterStats {
+  batches: number;
+  ops: number;
+  retries: number;
+  isolatedRuns: number;
+}
+
+export class GroupCommitter {
+  readonly #store: Store;
+  readonly #maxBatchOps: number;
+  readonly #maxRetries: number;
+  readonly #lanes: Lane[];
+  readonly stats: CommitterStats = { batches: 0, ops: 0, retries: 0, isolatedRuns: 0 };
+
+  constructor(store: Store, opts: CommitterOptions = {}) {
+    this.#store = store;
+    this.#maxBatchOps = opts.maxBatchOps ?? defaultMaxBatchOps;
+    this.#maxRetries = opts.maxRetries ?? defaultMaxRetries;
+    const lanes = store.engine === 'sqlite' ? 1 : (opts.maxConcurrentBatches ?? defaultPostgresLanes);
+    if (!Number.isSafeInteger(lanes) || lanes < 1) throw new Error('maxConcurrentBatches must be a positive integer');
+    this.#lanes = Array.from({ length: lanes }, () => ({ queue: [], flushing: false, scheduled: false }));
+  }
+
+  /**
+   * Queues a write. `sortKey` (the workspace account it locks first) picks its lane and orders
+   * writes inside a batch, so concurrent batches in several processes take row locks in the same order.
+   */
+  submit<R>(sortKey: string, run: OpRun<R>): Promise<R> {
+    return new Promise<R>((resolve, reject) => {
+      const lane = this.#lanes[laneOf(sortKey, this.#lanes.length)];
+      lane.queue.push({ sortKey, run, resolve, reject } as Pending<unknown>);
+      this.#schedule(lane);
+    });
+  }
+
+  /** Resolves once everything queued so far has been committed or failed. */
+  async drain(): Promise<void> {
+    while (this.#lanes.some((l) => l.queue.length > 0 || l.flushing)) {
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+
+  #schedule(lane: Lane): void {
+    if (lane.flushing || lane.scheduled) return;
+    lane.scheduled = true;
+    // setImmediate lets writes from the same turn of the event loop join the batch.
+    setImmediate(() => {
+      lane.scheduled = false;
+      void this.#flush(lane);
+    });
+  }
+
+  async #flush(lane: Lane): Promise<void> {
+    if (lane.flushing) return;
+    lane.flushing = true;
+    try {
+      while (lane.queue.length > 0) {
+        const ops = lane.queue.splice(0, this.#maxBatchOps);
+        await this.#commitBatch(ops);
+      }
+    } finally {
+      lane.flushing = false;
+    }
+  }
+
+  async #commitBatch(ops: Pending<unknown>[]): Promise<void> {
+    ops.sort((a, b) => (a.sortKey < b.sortKey ? -1 : a.sortKey > b.sortKey ? 1 : 0));
+    try {
+      const results = await this.#runWithRetry(ops);
+      this.stats.batches++;
+      this.stats.ops += ops.length;
+      ops.forEach((op, i) => op.resolve(results[i]));
+    } catch (err) {
+      if (ops.length === 1) {
+        ops[0].reject(err);
+        return;
+      }
+      for (const op of ops) {
+        this.stats.isolatedRuns++;
+        try {
+          const [result] = await this.#runWithRetry([op]);
+          op.resolve(result);
+        } catch (opErr) {
+          op.reject(opErr);
+        }
+      }
+    }
+  }
+
+  async #runWithRetry(ops: Pending<unknown>[]): Promise<unknown[]> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#store.db.transaction().execute(async (tx) => {
+          const batch = new BatchState(this.#store.engine);
+          const results: unknown[] = [];
+          for (const op of ops) results.push(await op.run(tx, batch));
+          await batch.applyOperatorDeltas(tx);
+          return results;
+        });
+      } catch (err) {
+        if (attempt >= this.#maxRetries || !isTransient(err)) throw err;
+        this.stats.retries++;
+        await sleep(retryBaseDelayMs * 2 ** attempt * (0.5 + Math.random()));
+      }
+    }
+  }
+}
+
+class BatchState implements Batch {
+  readonly engine: Store['engine'];
+  readonly #deltas = new Map<string, { credits: bigint; debits: bigint }>();
+
+  constructor(engine: Store['engine']) {
+    this.engine = engine;
+  }
+
+  creditOperator(accountId: string, amountMicros: bigint): void {
+    this.#delta(accountId).credits += amountMicros;
+  }
+
+  debitOperator(accountId: string, amountMicros: bigint): void {
+    this.#delta(accountId).debits += amountMicros;
+  }
+
+  #delta(accountId: string) {
+    let d = this.#deltas.get(accountId);
+    if (!d) {
+      d = { credits: 0n, debits: 0n };
+      this.#deltas.set(accountId, d);
+    }
+    return d;
+  }
+
+  async applyOperatorDeltas(tx: Tx): Promise<void> {
+    const ids = [...this.#deltas.keys()].sort();
+    for (const id of ids) {
+      const d = this.#deltas.get(id)!;
+      if (d.credits === 0n && d.debits === 0n) continue;
+      const res = await tx
+        .updateTable('accounts')
+        .set((eb) => ({
+          credits_posted: eb('credits_posted', '+', d.credits),
+          debits_posted: eb('debits_posted', '+', d.debits),
+        }))
+        .where('id', '=', id)
+        .executeTakeFirst();
+      if (res.numUpdatedRows !== 1n) throw new Error(`operator account ${id} is missing`);
+    }
+  }
+}
+
+/** FNV-1a of the sort key: the same account always lands in the same lane. */
+function laneOf(sortKey: string, lanes: number): number {
+  if (lanes === 1) return 0;
+  let h = 0x811c9dc5;
+  for (let i = 0; i < sortKey.length; i++) h = Math.imul(h ^ sortKey.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % lanes;
+}
+
+/** PostgreSQL deadlocks and serialization failures, SQLite busy: safe to retry the whole batch. */
+function isTransient(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return code === '40P01' || code === '40001' || code === 'SQLITE_BUSY' || code === 'SQLITE_BUSY_SNAPSHOT';
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { engines, openTestStore, type TestStore } from '../../test/helpers/store.ts';
+import { createWorkspace } from '../workspaces/workspaces.ts';
+import { Ledger } from './ledger.ts';
+import { balanceOf, listTransactions, balanceHistory } from './reads.ts';
+import { verifyLedger } from './verify.ts';
+import { parseCredits as c } from './money.ts';
+
+describe.each(engines)('ledger on %s', (engine) => {
+  let t: TestStore;
+  let ledger: Ledger;
+  let clock = Date.UTC(2026, 0, 1);
+  beforeAll(async () => {
+    t = await openTestStore(engine);
+    ledger = new Ledger(t.store, { now: () => clock });
+  });
+  afterAll(async () => t?.close());
+
+  const ws = async (name = 'acme') => (await createWorkspace(t.store.db, { name }, clock)).id;
+
+  it('grants, holds, settles and voids with exact balances', async () => {
+    const id = await ws();
+    const g = await ledger.grant({ workspaceId: id, amountMicros: c('10'), source: 'purchase', idempotencyKey: 'g1' });
+    expect(g.replayed).toBe(false);
+    const h = await ledger.hold({ workspaceId: id, amountMicros: c('4'), timeoutMs: 60_000, idempotencyKey: 'r1' });
+    expect(h.ok).toBe(true);
+    let b = await balanceOf(t.store.db, id);
+    expect(b.availableMicros).toBe(c('6'));
+    expect(b.pendingMicros).toBe(c('4'));
+    const s = await ledger.settle({ workspaceId: id, holdId: h.holdId, actualMicros: c('1.000001'), model: 'm' });
+    expect(s.chargedMicros).toBe(1_000_001n);
+    expect(s.releasedMicros).toBe(c('2.999999'));
+    b = await balanceOf(t.store.db, id);
+    expect(b.balanceMicros).toBe(c('8.999999'));
+    expect(b.availableMicros).toBe(c('8.999999'));
+    expect(b.consumedMicros).toBe(1_000_001n);
+    const h2 = await ledger.hold({ workspaceId: id, amountMicros: c('8.999999'), timeoutMs: 60_000, idempotencyKey: 'r2' });
+    expect(h2.ok).toBe(true);
+    const v = await ledger.void(id, h2.holdId);
+    expect(v.releasedMicros).toBe(c('8.999999'));
+    const refused = await ledger.hold({ workspaceId: id, amountMicros: c('9'), timeoutMs: 60_000, idempotencyKey: 'r3' });
+    expect(refused.ok).toBe(false);
+    const tx = await listTransactions(t.store.db, id, {});
+    expect(tx.data.map((x) => [x.kind, x.amountMicros])).toEqual([
+      ['usage', -1_000_001n],
+      ['grant', c('10')],
+    ]);
+    const hist = await balanceHistory(t.store.db, t.store.engine, id, 'day', clock - 86_400_000, clock + 1);
+    expect(hist.at(-1)!.balanceMicros).toBe(c('8.999999'));
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
+});
+
+describe.each(engines)('key budgets on %s', (engine) => {
+  let t: TestStore;
+  let ledger: Ledger;
+  const clock = Date.UTC(2026, 0, 15, 12);
+  beforeAll(async () => {
+    t = await openTestStore(engine);
+    ledger = new Ledger(t.store, { now: () => clock });
+  });
+  afterAll(async () => t?.close());
+
+  it('refuses holds beyond a key budget, concurrently, and counts settled spend exactly', async () => {
+    const id = (await createWorkspace(t.store.db, { name: 'budgeted' }, clock)).id;
+    await ledger.grant({ workspaceId: id, amountMicros: c('100'), source: 'purchase' });
+    const budgets = [{ keyId: 'key_a', period: 'day' as const, limitMicros: c('10') }];
+    const results = await Promise.all(
+      Array.from({ length: 30 }, (_, i) => ledger.hold({ workspaceId: id, amountMicros: c('1'), timeoutMs: 60_000, idempotencyKey: `b${i}`, budgets })),
+    );
+    const admitted = results.filter((r) => r.ok);
+    expect(admitted).toHaveLength(10);
+    const refused = results.find((r) => !r.ok);
+    expect(refused && !refused.ok && refused.reason).toBe('budget_exceeded');
+    // Settle each below its hold: the unused part returns to the budget.
+    for (const r of admitted) if (r.ok) await ledger.settle({ workspaceId: id, holdId: r.holdId, actualMicros: c('0.5') });
+    const more = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => ledger.hold({ workspaceId: id, amountMicros: c('1'), timeoutMs: 60_000, idempotencyKey: `m${i}`, budgets })),
+    );
+    expect(more.filter((r) => r.ok)).toHaveLength(5);
+    const b = await balanceOf(t.store.db, id);
+    expect(b.balanceMicros).toBe(c('95'));
+    expect(b.pendingMicros).toBe(c('5'));
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
+});
