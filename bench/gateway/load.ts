@@ -1,0 +1,120 @@
+// Load runs with autocannon, in the bench process. A run lasts a given time and then drains: each
+// connection stops sending and ends once its request in flight is answered. Nothing is cut off
+// mid-flight, so a gateway's billed count can be compared exactly with the answers counted here.
+// Latencies are kept at full precision (autocannon's own histogram rounds to whole milliseconds).
+import autocannon, { type Client } from 'autocannon';
+
+export interface LoadRequest {
+  url: string;
+  headers: Record<string, string>;
+  body: string;
+}
+
+export interface LoadResult {
+  connections: number;
+  /** Responses received, whatever their status. */
+  answered: number;
+  /** 2xx responses: the requests that count. */
+  ok: number;
+  statusCounts: Record<string, number>;
+  errors: number;
+  timeouts: number;
+  seconds: number;
+  /** 2xx responses per second. */
+  requestsPerSecond: number;
+  /** Latency of the 2xx responses. */
+  p50Ms: number;
+  p99Ms: number;
+  /** Wall-clock bounds of the run (Date.now()). */
+  startedAtMs: number;
+  endedAtMs: number;
+}
+
+export interface Measurement {
+  main: LoadResult;
+  /** Every run against the target (warm-up and main), for the totals. */
+  runs: LoadResult[];
+}
+
+const requestTimeoutSeconds = 30;
+/** Autocannon notices the end of a run only at its next sample: sample often, so runs end promptly. */
+const sampleIntervalMs = 100;
+/**
+ * Autocannon's own deadline, long after the drain should have ended: reached only if the drain
+ * failed, and then requests are cut mid-flight (the billing check would say so).
+ */
+const drainSafetySeconds = 60;
+
+export function runLoad(request: LoadRequest, connections: number, seconds: number): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const latenciesMs: number[] = [];
+    const statusCounts: Record<string, number> = {};
+    const clients: Client[] = [];
+    let answered = 0;
+    const startedAtMs = Date.now();
+    const startedMs = performance.now();
+    let lastAnswerMs = startedMs;
+    // The drain: a client whose quota is what it has already sent closes after that answer.
+    const drain = setTimeout(() => {
+      for (const client of clients) client.responseMax = Math.max(client.reqsMade, 1);
+    }, seconds * 1000);
+    const instance = autocannon(
+      {
+        url: request.url,
+        method: 'POST',
+        headers: request.headers,
+        body: request.body,
+        connections,
+        duration: seconds + drainSafetySeconds,
+        timeout: requestTimeoutSeconds,
+        sampleInt: sampleIntervalMs,
+        setupClient: (client) => clients.push(client),
+      },
+      (err, result) => {
+        clearTimeout(drain);
+        if (err) {
+          reject(err);
+          return;
+        }
+        latenciesMs.sort((a, b) => a - b);
+        const elapsedSeconds = (lastAnswerMs - startedMs) / 1000;
+        resolve({
+          connections,
+          answered,
+          ok: latenciesMs.length,
+          statusCounts,
+          errors: result.errors,
+          timeouts: result.timeouts,
+          seconds: elapsedSeconds,
+          requestsPerSecond: elapsedSeconds > 0 ? latenciesMs.length / elapsedSeconds : 0,
+          p50Ms: percentile(latenciesMs, 50),
+          p99Ms: percentile(latenciesMs, 99),
+          startedAtMs,
+          endedAtMs: startedAtMs + (lastAnswerMs - startedMs),
+        });
+      },
+    );
+    instance.on('response', (_client, statusCode, _bytes, responseTimeMs) => {
+      answered += 1;
+      lastAnswerMs = performance.now();
+      statusCounts[statusCode] = (statusCounts[statusCode] ?? 0) + 1;
+      if (statusCode >= 200 && statusCode < 300) latenciesMs.push(responseTimeMs);
+    });
+  });
+}
+
+/** An optional warm-up of `warmupSeconds`, then the run that counts. */
+export async function measure(request: LoadRequest, connections: number, seconds: number, warmupSeconds: number): Promise<Measurement> {
+  const runs: LoadResult[] = [];
+  if (warmupSeconds > 0) runs.push(await runLoad(request, connections, warmupSeconds));
+  const main = await runLoad(request, connections, seconds);
+  runs.push(main);
+  return { main, runs };
+}
+
+/** Nearest-rank percentile of an ascending array. */
+function percentile(sortedAscending: number[], p: number): number {
+  if (sortedAscending.length === 0) return Number.NaN;
+  const rank = Math.ceil((p / 100) * sortedAscending.length);
+  return sortedAscending[Math.min(sortedAscending.length, Math.max(rank, 1)) - 1];
+}

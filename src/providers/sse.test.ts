@@ -1,0 +1,34 @@
+import { describe, expect, it } from 'vitest';
+import { SseParser, type SseEvent } from './sse.ts';
+
+function parse(pieces: string[]): SseEvent[] {
+  const parser = new SseParser();
+  const events = pieces.flatMap((p) => parser.push(p));
+  return [...events, ...parser.end()];
+}
+
+const stream = ': comment\r\nevent: message_start\r\ndata: {"a":1}\r\n\r\ndata: line one\ndata:line two\n\nid: 7\rdata: cr only\r\rdata: [DONE]\n\n';
+const expected: SseEvent[] = [
+  { event: 'message_start', data: '{"a":1}' },
+  { event: 'message', data: 'line one\nline two' },
+  { event: 'message', data: 'cr only', id: '7' },
+  { event: 'message', data: '[DONE]', id: '7' },
+];
+
+describe('SseParser', () => {
+  it('parses events with LF, CRLF and CR line ends, comments, names, ids and multi-line data', () => {
+    expect(parse([stream])).toEqual(expected);
+  });
+
+  it('gives the same events for every split point, including between CR and LF', () => {
+    for (let at = 0; at <= stream.length; at++) {
+      expect(parse([stream.slice(0, at), '', stream.slice(at)])).toEqual(expected);
+    }
+    expect(parse(Array.from(stream))).toEqual(expected);
+  });
+
+  it('delivers an unterminated final event at end, and nothing for a comment-only stream', () => {
+    expect(parse(['data: last'])).toEqual([{ event: 'message', data: 'last' }]);
+    expect(parse([': ping\n\n'])).toEqual([]);
+  });
+});

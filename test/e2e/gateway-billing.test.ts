@@ -1,0 +1,441 @@
+// The money path under stress: clients that leave mid-stream, upstreams that drop, fail inside a
+// stream or fail before producing anything, many concurrent calls against a balance that covers a
+// few, and the strict near-limit admission. What is billed is always the input plus the output
+// actually produced (counted), never error text; nothing is billed when nothing was produced; and
+// the total charged never exceeds what was available.
+import OpenAI, { APIError } from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { engines } from '../helpers/store.ts';
+import { startTestServer, type TestServer } from '../helpers/server.ts';
+import { openaiMockName, startOpenAIMock, type OpenAIMock, type RecordedRequest } from '../upstreams/openai.ts';
+import { startAnthropicMock, wordsPerTextDelta, type AnthropicMock } from '../upstreams/anthropic.ts';
+import { answerChat, promptTokensOf } from '../../src/providers/sandbox/engine.ts';
+import { countTokens } from '../../src/providers/tokenizer.ts';
+import type { ChatRequest } from '../../src/providers/types.ts';
+import { verifyLedger } from '../../src/ledger/verify.ts';
+import * as g from '../helpers/gateway.ts';
+
+const upstreamKey = 'sk-mock-billing-0123456789abcdef';
+const rates = g.fractionalRates;
+/** Expensive rates for the concurrency and strict tests, so a few calls exhaust a balance. */
+const dearRates = { inputPer1M: '1000.0000003', outputPer1M: '3000.0000007' };
+/** A long answer (about 400 tokens), so a cut stream has produced far less than the whole. */
+const longReply = Array.from({ length: 40 }, (_, i) => `Sentence ${i + 1} of the long answer, told slowly.`).join(' ');
+const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: 'Tell me a long story.' }];
+const inputTokens = promptTokensOf({ messages: messages as ChatRequest['messages'] });
+
+/** The content pieces the OpenAI mock streams for `longReply` (one SSE event each, after the role chunk). */
+const openaiPieces = answerChat({ model: 'm', messages: messages as ChatRequest['messages'] }, { name: openaiMockName, replyText: longReply }).pieces;
+/** The text deltas the Anthropic mock streams for `longReply` (after message_start, ping and content_block_start). */
+const anthropicPieces = (() => {
+  const words = longReply.split(/(?<=\s)/);
+  const pieces: string[] = [];
+  for (let i = 0; i < words.length; i += wordsPerTextDelta) pieces.push(words.slice(i, i + wordsPerTextDelta).join(''));
+  return pieces;
+})();
+const fullTokens = countTokens(longReply);
+/** Token counts of the first k pieces joined, for every k. */
+const prefixCounts = (pieces: string[]) => pieces.map((_, k) => countTokens(pieces.slice(0, k).join('')));
+
+describe.each(engines)('billing under disconnects, failures and concurrency on %s', (engine) => {
+  let s: TestServer;
+  let mock: OpenAIMock;
+  let anthropicMock: AnthropicMock;
+  let setup: g.GatewaySetup;
+  let claude: string;
+  let dear: string;
+
+  beforeAll(async () => {
+    mock = await startOpenAIMock({ apiKey: upstreamKey });
+    anthropicMock = await startAnthropicMock({ apiKey: upstreamKey });
+    s = await startTestServer(engine);
+    setup = await g.setupGateway(s, { provider: { type: 'openai-compatible', baseUrl: mock.url, apiKey: upstreamKey }, upstreamModel: 'gpt-4o-mini' });
+    const anthropicProvider = await g.addProvider(s, { type: 'anthropic', baseUrl: anthropicMock.url, apiKey: upstreamKey });
+    claude = (await g.addModel(s, { providerId: anthropicProvider.id, upstreamModel: 'claude-mock-1' })).name;
+    dear = (await g.addModel(s, { providerId: setup.providerId, upstreamModel: 'gpt-dear', rates: dearRates })).name;
+    expect(fullTokens).toBeGreaterThan(300);
+  });
+  afterAll(async () => {
+    await s?.close();
+    await mock?.close();
+    await anthropicMock?.close();
+  });
+
+  const tenant = async (credits: string) => {
+    const workspaceId = await g.addWorkspace(s, credits);
+    const { key } = await g.addKey(s, workspaceId);
+    return {
+      workspaceId,
+      granted: g.micros(credits),
+      openai: new OpenAI({ baseURL: `${s.url}/v1`, apiKey: key, maxRetries: 0 }),
+      anthropic: new Anthropic({ baseURL: s.url, apiKey: key, maxRetries: 0 }),
+    };
+  };
+
+  /** A provider and model of their own on the OpenAI mock, so the failures a test injects touch no other test's circuit. */
+  const isolatedModel = async () => {
+    const provider = await g.addProvider(s, { type: 'openai-compatible', baseUrl: mock.url, apiKey: upstreamKey });
+    return (await g.addModel(s, { providerId: provider.id, upstreamModel: 'gpt-4o-mini' })).name;
+  };
+
+  it('bills a client that disconnects mid-stream for the input and the output produced so far, and cancels the upstream', async () => {
+    const t = await tenant('10');
+    mock.setBehavior({ replyText: longReply, eventDelayMs: 100 });
+    try {
+      const controller = new AbortController();
+      const before = mock.requests.length;
+      const { data, response } = await t.openai.chat.completions.create({ model: setup.model, messages, stream: true }, { signal: controller.signal }).withResponse();
+      let received = '';
+      let pieces = 0;
+      try {
+        for await (const chunk of data) {
+          const text = chunk.choices[0]?.delta.content ?? '';
+          if (text) {
+            received += text;
+            if (++pieces === 6) {
+              controller.abort();
+              break;
+            }
+          }
+        }
+      } catch (err) {
+        expect(err).toBeInstanceOf(OpenAI.APIUserAbortError);
+      }
+      expect(received).toBe(openaiPieces.slice(0, 6).join(''));
+
+      const upstream = mock.requests[before];
+      await g.eventually(() => upstream.end !== undefined, 'the upstream connection ends');
+      expect(upstream.end).toBe('closed');
+      const roleChunk = 1;
+      const totalEvents = roleChunk + openaiPieces.length + 3; // + finish chunk, usage chunk, [DONE]
+      expect(upstream.eventsWritten).toBeLessThan(totalEvents / 2);
+
+      const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
+      expect(record).toMatchObject({ status: 'client_disconnected', error_code: 'client_disconnected', estimated: 1, stream: 1, input_tokens: inputTokens });
+      // Exactly the tokens of the pieces the gateway read: at least what the client got, at most what the mock wrote.
+      const counts = prefixCounts(openaiPieces);
+      const candidates = counts.slice(pieces, upstream.eventsWritten - roleChunk + 1);
+      expect(candidates).toContain(record.output_tokens);
+      expect(record.output_tokens).toBeGreaterThanOrEqual(countTokens(received));
+      expect(record.output_tokens).toBeLessThan(fullTokens / 2);
+      const charge = g.expectedCharge(rates, { input: inputTokens, output: record.output_tokens });
+      expect(record.charge_micros).toBe(charge);
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n, consumed: charge });
+    } finally {
+      mock.setBehavior({});
+    }
+    // The gateway carries on.
+    const after = await t.openai.chat.completions.create({ model: setup.model, messages });
+    expect(after.choices[0].message.content).toContain('Mock OpenAI reply to');
+  });
+
+  it('bills an Anthropic client that disconnects mid-stream the same way', async () => {
+    const t = await tenant('10');
+    anthropicMock.setBehavior({ replyText: longReply, eventDelayMs: 100 });
+    try {
+      const before = anthropicMock.requests.length;
+      const stream = t.anthropic.messages.stream({ model: claude, max_tokens: 2000, messages: [{ role: 'user', content: 'Tell me a long story.' }] });
+      const { response } = await stream.withResponse();
+      let received = '';
+      let pieces = 0;
+      await new Promise<void>((resolve) => {
+        stream.on('text', (text) => {
+          if (pieces >= 5) return; // anything already parsed when the client gave up
+          received += text;
+          if (++pieces === 5) {
+            stream.abort();
+            resolve();
+          }
+        });
+        stream.on('error', () => resolve());
+        stream.on('abort', () => resolve());
+      });
+      await stream.done().catch(() => undefined);
+      expect(received).toBe(anthropicPieces.slice(0, 5).join(''));
+
+      const upstream = anthropicMock.requests[before];
+      await g.eventually(() => upstream.end !== undefined, 'the upstream connection ends');
+      expect(upstream.end).toBe('closed');
+      const preamble = 3; // message_start, ping, content_block_start
+      expect(upstream.eventsWritten).toBeLessThan((preamble + anthropicPieces.length) / 2);
+
+      // The input is what the upstream reported in message_start: its own count of the request.
+      const direct = (await (
+        await fetch(`${anthropicMock.url}/v1/messages`, {
+          method: 'POST',
+          headers: { 'x-api-key': upstreamKey, 'anthropic-version': '2023-06-01', 'content-type': 'application/json' },
+          body: JSON.stringify({ ...(upstream.body as object), stream: false }),
+        })
+      ).json()) as Anthropic.Message;
+      anthropicMock.requests.pop();
+
+      const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
+      expect(record).toMatchObject({ endpoint: 'messages', status: 'client_disconnected', estimated: 1, input_tokens: direct.usage.input_tokens });
+      expect(prefixCounts(anthropicPieces).slice(pieces, upstream.eventsWritten - preamble + 1)).toContain(record.output_tokens);
+      expect(record.output_tokens).toBeLessThan(fullTokens / 2);
+      const charge = g.expectedCharge(rates, { input: direct.usage.input_tokens, output: record.output_tokens });
+      expect(record.charge_micros).toBe(charge);
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+    } finally {
+      anthropicMock.setBehavior({});
+    }
+  });
+
+  it('charges nothing when a client leaves a non-streamed call before the upstream answered', async () => {
+    const t = await tenant('10');
+    mock.setBehavior({ headersDelayMs: 3000 });
+    try {
+      const controller = new AbortController();
+      const before = mock.requests.length;
+      const call = t.openai.chat.completions.create({ model: setup.model, messages }, { signal: controller.signal }).catch((e: unknown) => e);
+      await g.eventually(() => mock.requests.length > before, 'the upstream is called');
+      controller.abort();
+      expect(await call).toBeInstanceOf(OpenAI.APIUserAbortError);
+      const upstream = mock.requests[before];
+      await g.eventually(() => upstream.end !== undefined, 'the upstream connection ends');
+      expect(upstream.end).toBe('closed');
+      await g.eventually(async () => (await g.usageRecords(s, t.workspaceId)).length === 1, 'the call is recorded');
+      expect((await g.usageRecords(s, t.workspaceId))[0]).toMatchObject({ status: 'upstream_error', charge_micros: 0n, transfer_id: null });
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted, pending: 0n });
+    } finally {
+      mock.setBehavior({});
+    }
+  });
+
+  it('bills an upstream that drops the socket mid-stream for the input and produced output, and tells the client', async () => {
+    const t = await tenant('10');
+    const model = await isolatedModel();
+    const dropAfter = 20;
+    mock.setBehavior({ replyText: longReply, dropAfterEvents: dropAfter });
+    try {
+      const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
+      let received = '';
+      const err = await (async () => {
+        for await (const chunk of data) received += chunk.choices[0]?.delta.content ?? '';
+      })().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.APIError);
+      expect((err as APIError).message).toContain('closed the stream before it ended');
+      // Every piece the upstream wrote before the drop reached the client.
+      const produced = openaiPieces.slice(0, dropAfter - 1).join('');
+      expect(received).toBe(produced);
+
+      const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
+      expect(record).toMatchObject({ status: 'upstream_error', error_code: 'upstream_stream_cut', estimated: 1, input_tokens: inputTokens, output_tokens: countTokens(produced) });
+      const charge = g.expectedCharge(rates, { input: inputTokens, output: countTokens(produced) });
+      expect(record.charge_micros).toBe(charge);
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+    } finally {
+      mock.setBehavior({});
+    }
+    expect((await t.openai.chat.completions.create({ model, messages })).choices[0].finish_reason).toBe('stop');
+  });
+
+  it('bills an in-stream upstream error for the output produced before it, and passes the error on', async () => {
+    const t = await tenant('10');
+    const model = await isolatedModel();
+    const errorAfter = 10;
+    mock.setBehavior({ replyText: longReply, streamError: { afterEvents: errorAfter, message: 'The server had an error while processing your request.' } });
+    try {
+      const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
+      let received = '';
+      const err = await (async () => {
+        for await (const chunk of data) received += chunk.choices[0]?.delta.content ?? '';
+      })().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(OpenAI.APIError);
+      expect((err as APIError).message).toContain('The server had an error while processing your request.');
+      const produced = openaiPieces.slice(0, errorAfter - 1).join('');
+      expect(received).toBe(produced);
+      const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
+      expect(record).toMatchObject({ status: 'upstream_error', error_code: 'upstream_stream_error', estimated: 1, output_tokens: countTokens(produced) });
+      const charge = g.expectedCharge(rates, { input: inputTokens, output: countTokens(produced) });
+      expect(record.charge_micros).toBe(charge);
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+    } finally {
+      mock.setBehavior({});
+    }
+  });
+
+  it('charges nothing (voids the hold) when the upstream fails before producing any output', async () => {
+    const t = await tenant('10');
+    const model = await isolatedModel();
+    const cases: Array<{ behavior: Parameters<OpenAIMock['setBehavior']>[0]; headWritten: boolean }> = [
+      { behavior: { streamError: { afterEvents: 0 } }, headWritten: false },
+      { behavior: { dropAfterEvents: 0 }, headWritten: false },
+      { behavior: { streamError: { afterEvents: 1 } }, headWritten: true }, // after the role chunk, before any content
+      { behavior: { dropAfterEvents: 1 }, headWritten: true },
+    ];
+    for (const { behavior, headWritten } of cases) {
+      mock.setBehavior({ ...behavior, replyText: longReply });
+      let requestId: string;
+      if (headWritten) {
+        const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
+        requestId = response.headers.get('x-request-id')!;
+        const err = await (async () => {
+          for await (const chunk of data) expect(chunk.choices[0]?.delta.content ?? '').toBe('');
+        })().catch((e: unknown) => e);
+        expect(err, JSON.stringify(behavior)).toBeInstanceOf(OpenAI.APIError);
+      } else {
+        const err = (await t.openai.chat.completions.create({ model, messages, stream: true }).catch((e: unknown) => e)) as APIError;
+        expect(err, JSON.stringify(behavior)).toBeInstanceOf(OpenAI.InternalServerError);
+        expect(err.status).toBe(502);
+        requestId = err.headers!.get('x-request-id')!;
+      }
+      const record = await g.settledUsage(s, requestId);
+      expect(record, JSON.stringify(behavior)).toMatchObject({ status: 'upstream_error', charge_micros: 0n, transfer_id: null, output_tokens: 0 });
+    }
+    // The Anthropic upstream reports the input in message_start, then drops before any text.
+    anthropicMock.setBehavior({ dropAfterEvents: 2 });
+    try {
+      const err = await t.anthropic.messages.stream({ model: claude, max_tokens: 100, messages: [{ role: 'user', content: 'Hi' }] }).finalMessage().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Anthropic.APIError);
+    } finally {
+      anthropicMock.setBehavior({});
+      mock.setBehavior({});
+    }
+    expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted, pending: 0n, consumed: 0n });
+    expect(await g.pendingHolds(s, t.workspaceId)).toBe(0);
+    const records = await g.usageRecords(s, t.workspaceId);
+    expect(records).toHaveLength(cases.length + 1);
+    expect(records.every((r) => r.charge_micros === 0n && r.status === 'upstream_error')).toBe(true);
+  });
+
+  it('never charges more than was available when many concurrent calls race for a balance that covers a few', async () => {
+    const maxTokens = 20;
+    const worst = g.expectedCharge(dearRates, { input: inputTokens, output: maxTokens });
+    // Five worst cases, and then enough for the input and 18 output tokens: whatever order the
+    // calls race in, five are admitted whole, one more near the limit with 18 tokens, the rest 402.
+    const tail = g.expectedCharge(dearRates, { input: inputTokens, output: 18 });
+    const granted = 5n * worst + tail;
+    const strictTokens = g.affordableOutput(dearRates, inputTokens, tail);
+    expect(strictTokens).toBe(18);
+    const t = await tenant(g.credits(granted));
+    const before = mock.requests.length;
+    mock.setBehavior({ replyText: longReply, headersDelayMs: 150 });
+    const calls = 40;
+    let results: Array<{ status: number; charge: bigint; requestId: string | null }>;
+    try {
+      results = await Promise.all(
+        Array.from({ length: calls }, async (_, i) => {
+          const stream = i % 2 === 1;
+          try {
+            if (!stream) {
+              const { response } = await t.openai.chat.completions.create({ model: dear, messages, max_tokens: maxTokens }).withResponse();
+              return { status: 200, charge: g.micros(response.headers.get('x-tollgate-credits-charged')!), requestId: response.headers.get('x-request-id') };
+            }
+            const { data, response } = await t.openai.chat.completions.create({ model: dear, messages, max_tokens: maxTokens, stream: true }).withResponse();
+            for await (const _chunk of data) void _chunk;
+            const requestId = response.headers.get('x-request-id')!;
+            return { status: 200, charge: (await g.settledUsage(s, requestId)).charge_micros, requestId };
+          } catch (err) {
+            if (!(err instanceof OpenAI.APIError)) throw err;
+            return { status: err.status ?? -1, charge: 0n, requestId: null };
+          }
+        }),
+      );
+    } finally {
+      mock.setBehavior({});
+    }
+    const ok = results.filter((r) => r.status === 200);
+    const refused = results.filter((r) => r.status === 402);
+    expect(ok.length + refused.length, JSON.stringify(results.map((r) => r.status))).toBe(calls);
+    expect(ok.length).toBe(6);
+    expect(refused.length).toBe(calls - 6);
+
+    const charged = ok.reduce((sum, r) => sum + r.charge, 0n);
+    expect(charged).toBeLessThanOrEqual(granted);
+    for (const r of ok) expect(r.charge).toBeLessThanOrEqual(worst);
+    const b = await g.balanceOf(s, t.workspaceId);
+    expect(b.balance).toBeGreaterThanOrEqual(0n);
+    expect(b.pending).toBe(0n);
+    expect(b.consumed).toBe(charged);
+    expect(granted - b.balance).toBe(charged);
+    expect(await g.usageTransfersTotal(s, t.workspaceId)).toBe(charged);
+    expect(await g.pendingHolds(s, t.workspaceId)).toBe(0);
+
+    // One upstream request per admitted call, none for a refused one; each asked for no more than max_tokens.
+    const upstream = mock.requests.slice(before);
+    expect(upstream).toHaveLength(ok.length);
+    expect(upstream.map((r) => (r.body as { max_tokens: number }).max_tokens).sort()).toEqual([strictTokens, maxTokens, maxTokens, maxTokens, maxTokens, maxTokens]);
+    expect(charged).toBe(5n * worst + g.expectedCharge(dearRates, { input: inputTokens, output: strictTokens }));
+    const records = await g.usageRecords(s, t.workspaceId);
+    expect(records.map((r) => r.id).sort()).toEqual(ok.map((r) => r.requestId).sort());
+    for (const r of records) expect(r.charge_micros).toBe(g.expectedCharge(dearRates, { input: r.input_tokens, output: r.output_tokens }));
+    expect(await verifyLedger(s.running.ctx.store.db)).toEqual([]);
+  });
+
+  it('admits a call near the limit with the output it can pay for, sends that limit upstream, and never overdraws', async () => {
+    const link = 'https://pay.example.test/strict';
+    expect((await s.admin('PATCH', '/api/admin/settings', { creditPaymentLink: link })).status).toBe(200);
+    mock.setBehavior({ replyText: longReply });
+    const asks: Array<{ door: 'openai' | 'anthropic'; max_tokens?: number; max_completion_tokens?: number; stream?: boolean }> = [
+      { door: 'openai', max_tokens: 1000 },
+      { door: 'openai', max_completion_tokens: 1000, stream: true },
+      { door: 'openai' }, // no limit asked: the model's default allowance, reduced all the same
+      { door: 'anthropic', max_tokens: 1000 },
+      { door: 'anthropic', max_tokens: 1000, stream: true },
+    ];
+    try {
+      for (const { door, ...ask } of asks) {
+        const what = JSON.stringify({ door, ...ask });
+        const t = await tenant('0.2');
+        const available = (await g.balanceOf(s, t.workspaceId)).available;
+        const full = g.expectedCharge(dearRates, { input: inputTokens, output: ask.max_tokens ?? ask.max_completion_tokens ?? 4096 });
+        expect(full, 'the whole allowance is not affordable').toBeGreaterThan(available);
+        const affordable = g.affordableOutput(dearRates, inputTokens, available);
+        expect(affordable).toBeGreaterThanOrEqual(16);
+
+        const before = mock.requests.length;
+        let requestId: string;
+        if (door === 'openai') {
+          const { data, response } = await t.openai.chat.completions.create({ model: dear, messages, ...ask } as OpenAI.ChatCompletionCreateParamsNonStreaming).withResponse();
+          if (ask.stream) for await (const _chunk of data as unknown as AsyncIterable<unknown>) void _chunk;
+          else expect(data.choices[0].finish_reason).toBe('length');
+          requestId = response.headers.get('x-request-id')!;
+        } else {
+          const params = { model: dear, max_tokens: ask.max_tokens!, messages: [{ role: 'user' as const, content: 'Tell me a long story.' }] };
+          if (ask.stream) {
+            const stream = t.anthropic.messages.stream(params);
+            requestId = (await stream.withResponse()).response.headers.get('x-request-id')!;
+            expect((await stream.finalMessage()).stop_reason).toBe('max_tokens');
+          } else {
+            const { data, response } = await t.anthropic.messages.create(params).withResponse();
+            expect(data.stop_reason).toBe('max_tokens');
+            requestId = response.headers.get('x-request-id')!;
+          }
+        }
+        const sent = mock.requests[before].body as { max_tokens?: number; max_completion_tokens?: number };
+        // The reduced allowance replaces the limit the client asked for, in the field it used.
+        if (ask.max_completion_tokens !== undefined) {
+          expect(sent.max_completion_tokens, what).toBe(affordable);
+          expect(sent.max_tokens, what).toBeUndefined();
+        } else {
+          expect(sent.max_tokens, what).toBe(affordable);
+        }
+        const record = await g.settledUsage(s, requestId);
+        expect(record, what).toMatchObject({ status: 'ok', input_tokens: inputTokens, output_tokens: affordable });
+        const charge = g.expectedCharge(dearRates, { input: inputTokens, output: affordable });
+        expect(record.charge_micros).toBe(charge);
+        expect(charge).toBeLessThanOrEqual(available);
+        const after = await g.balanceOf(s, t.workspaceId);
+        expect(after).toMatchObject({ balance: available - charge, pending: 0n });
+        expect(after.balance).toBeGreaterThanOrEqual(0n);
+
+        // What is left pays for less than the smallest strict allowance: a 402, and no upstream call.
+        expect(g.affordableOutput(dearRates, inputTokens, after.available)).toBeLessThan(16);
+        const count = mock.requests.length;
+        const err = (await (door === 'openai'
+          ? t.openai.chat.completions.create({ model: dear, messages, max_tokens: 1000 })
+          : t.anthropic.messages.create({ model: dear, max_tokens: 1000, messages: [{ role: 'user', content: 'Tell me a long story.' }] })
+        ).catch((e: unknown) => e)) as { status?: number; message: string };
+        expect(err.status).toBe(402);
+        expect(err.message).toContain(link);
+        expect(mock.requests.length).toBe(count);
+        expect((await g.balanceOf(s, t.workspaceId)).balance).toBe(after.balance);
+      }
+    } finally {
+      mock.setBehavior({});
+    }
+    expect(await verifyLedger(s.running.ctx.store.db)).toEqual([]);
+  });
+});
