@@ -8,14 +8,20 @@
 import type { Transaction } from 'kysely';
 import type { Store } from '../store/db.ts';
 import type { Database } from '../store/schema.ts';
+import { execute, prepare } from '../store/prepared.ts';
 
 export type Tx = Transaction<Database>;
 
-/** Per-batch state: operator-account deltas are summed and applied once, last, in id order. */
+/**
+ * Per-batch state: counters many writes of a batch touch (operator accounts, API keys' spend) are
+ * summed and applied once at the end of the batch, in id order: API keys first, operator accounts last.
+ */
 export interface Batch {
   engine: Store['engine'];
   creditOperator(accountId: string, amountMicros: bigint): void;
   debitOperator(accountId: string, amountMicros: bigint): void;
+  /** Adds a settled call to its API key's spend and request count (and last use time). */
+  addKeyUsage(keyId: string, spendMicros: bigint, usedAtMs: number): void;
 }
 
 export type OpRun<R> = (tx: Tx, batch: Batch) => Promise<R>;
@@ -141,7 +147,7 @@ export class GroupCommitter {
           const batch = new BatchState(this.#store.engine);
           const results: unknown[] = [];
           for (const op of ops) results.push(await op.run(tx, batch));
-          await batch.applyOperatorDeltas(tx);
+          await batch.applyDeltas(tx);
           return results;
         });
       } catch (err) {
@@ -156,6 +162,7 @@ export class GroupCommitter {
 class BatchState implements Batch {
   readonly engine: Store['engine'];
   readonly #deltas = new Map<string, { credits: bigint; debits: bigint }>();
+  readonly #keyUsage = new Map<string, { spend: bigint; requests: number; lastUsedAt: number }>();
 
   constructor(engine: Store['engine']) {
     this.engine = engine;
@@ -169,6 +176,17 @@ class BatchState implements Batch {
     this.#delta(accountId).debits += amountMicros;
   }
 
+  addKeyUsage(keyId: string, spendMicros: bigint, usedAtMs: number): void {
+    const u = this.#keyUsage.get(keyId);
+    if (!u) {
+      this.#keyUsage.set(keyId, { spend: spendMicros, requests: 1, lastUsedAt: usedAtMs });
+      return;
+    }
+    u.spend += spendMicros;
+    u.requests++;
+    if (usedAtMs > u.lastUsedAt) u.lastUsedAt = usedAtMs;
+  }
+
   #delta(accountId: string) {
     let d = this.#deltas.get(accountId);
     if (!d) {
@@ -178,23 +196,26 @@ class BatchState implements Batch {
     return d;
   }
 
-  async applyOperatorDeltas(tx: Tx): Promise<void> {
-    const ids = [...this.#deltas.keys()].sort();
-    for (const id of ids) {
+  async applyDeltas(tx: Tx): Promise<void> {
+    for (const id of [...this.#keyUsage.keys()].sort()) {
+      const u = this.#keyUsage.get(id)!;
+      // A key deleted meanwhile has no counters to keep: its usage records still say what it spent.
+      await execute(tx, this.engine, sqlAddKeyUsage, [u.spend, u.requests, u.lastUsedAt, u.lastUsedAt, id]);
+    }
+    for (const id of [...this.#deltas.keys()].sort()) {
       const d = this.#deltas.get(id)!;
       if (d.credits === 0n && d.debits === 0n) continue;
-      const res = await tx
-        .updateTable('accounts')
-        .set((eb) => ({
-          credits_posted: eb('credits_posted', '+', d.credits),
-          debits_posted: eb('debits_posted', '+', d.debits),
-        }))
-        .where('id', '=', id)
-        .executeTakeFirst();
-      if (res.numUpdatedRows !== 1n) throw new Error(`operator account ${id} is missing`);
+      const changed = await execute(tx, this.engine, sqlAddOperatorDelta, [d.credits, d.debits, id]);
+      if (changed !== 1n) throw new Error(`operator account ${id} is missing`);
     }
   }
 }
+
+const sqlAddKeyUsage = prepare(`
+  update api_keys set spend_micros = spend_micros + ?, requests = requests + ?,
+    last_used_at = case when last_used_at is null or last_used_at < ? then ? else last_used_at end
+  where id = ?`);
+const sqlAddOperatorDelta = prepare('update accounts set credits_posted = credits_posted + ?, debits_posted = debits_posted + ? where id = ?');
 
 /** FNV-1a of the sort key: the same account always lands in the same lane. */
 function laneOf(sortKey: string, lanes: number): number {

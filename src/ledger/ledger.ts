@@ -11,6 +11,7 @@ import { fundingAccount, operatorAccounts, workspaceAccountId, type LotSource } 
 import { burnLots, lockAccount, max, min } from './lots.ts';
 import { parseCounterIds, postBudgets, releaseBudgets, reserveBudgets, type BudgetLimit } from './budgets.ts';
 import { maxAbsMicros, maxAccountMicros, toBigInt } from './money.ts';
+import { execute, prepare, queryRows } from '../store/prepared.ts';
 
 export interface GrantInput {
   workspaceId: string;
@@ -56,7 +57,7 @@ export interface SettleInput {
    * Runs inside the settlement's own transaction, after it: a record written here (the gateway's
    * usage record) commits if and only if the debit does.
    */
-  attach?: (tx: Tx, result: SettleResult) => Promise<void>;
+  attach?: (tx: Tx, result: SettleResult, batch: Batch) => Promise<void>;
 }
 
 export interface SettleResult {
@@ -124,6 +125,9 @@ export class Ledger {
     const funding = fundingAccount(input.source);
 
     return this.committer.submit(accountId, async (tx, batch) => {
+      // The account's row lock comes first, as in every other write: taking the idempotency key's
+      // lock before it could deadlock with a batch that holds the account and wants the key.
+      if (!(await lockAccount(tx, batch, accountId))) throw notFound('workspace', input.workspaceId);
       const claimed = await claimKey(tx, 'grant', key, requestHash, nowMs);
       if (!claimed.fresh) return { ...(JSON.parse(claimed.response) as Omit<GrantResult, 'replayed'>), replayed: true };
       // Checked after the key, so a retry of a grant whose lot has expired since still gets its first answer.
@@ -208,20 +212,13 @@ export class Ledger {
     const key = checkKey(input.idempotencyKey);
     const accountId = workspaceAccountId(input.workspaceId);
     const amount = input.amountMicros;
+    const engine = this.store.engine;
 
     return this.committer.submit(accountId, async (tx) => {
       const nowMs = this.now();
       const expiresAt = nowMs + input.timeoutMs;
       const holdId = newId('hold', nowMs);
-      const acct = await tx
-        .updateTable('accounts')
-        .set((eb) => ({ debits_pending: eb('debits_pending', '+', amount) }))
-        .where('id', '=', accountId)
-        .where((eb) =>
-          eb(eb(eb(eb('credits_posted', '-', eb.ref('debits_posted')), '-', eb.ref('debits_pending')), '+', eb.ref('overdraft_limit_micros')), '>=', amount),
-        )
-        .returning(['credits_posted', 'debits_posted', 'debits_pending', 'overdraft_limit_micros'])
-        .executeTakeFirst();
+      const [acct] = await queryRows<AccountAfterHold>(tx, engine, sqlReserve, [amount, accountId, amount]);
       // A refused hold is recorded, so first make sure the account exists: an unknown workspace is
       // a not-found error, not a foreign-key failure of the insert below.
       const refusedAvailable = acct ? null : await availableOf(tx, accountId);
@@ -239,26 +236,19 @@ export class Ledger {
       const admitted = acct !== undefined && overBudget === null;
       const counterIds = reservation?.ok ? reservation.counterIds : [];
       const status = admitted ? 'pending' : 'rejected';
-      const inserted = await tx
-        .insertInto('holds')
-        .values({
-          id: holdId,
-          account_id: accountId,
-          workspace_id: input.workspaceId,
-          amount_micros: amount,
-          status,
-          idempotency_key: key,
-          ref: input.ref ?? null,
-          expires_at: expiresAt,
-          settled_micros: null,
-          transfer_id: null,
-          created_at: nowMs,
-          resolved_at: admitted ? null : nowMs,
-          budget_ids: counterIds.length > 0 ? JSON.stringify(counterIds) : null,
-        })
-        .onConflict((oc) => oc.column('idempotency_key').doNothing())
-        .returning('id')
-        .executeTakeFirst();
+      const [inserted] = await queryRows<{ id: string }>(tx, engine, sqlInsertHold, [
+        holdId,
+        accountId,
+        input.workspaceId,
+        amount,
+        status,
+        key,
+        input.ref ?? null,
+        expiresAt,
+        nowMs,
+        admitted ? null : nowMs,
+        counterIds.length > 0 ? JSON.stringify(counterIds) : null,
+      ]);
 
       if (!inserted) {
         // A replay: undo this attempt's reservation and answer as the first attempt did.
@@ -293,19 +283,13 @@ export class Ledger {
     validateAmount(input.actualMicros, 'actual', true);
     const accountId = workspaceAccountId(input.workspaceId);
     const actual = input.actualMicros;
+    const engine = this.store.engine;
 
     return this.committer.submit(accountId, async (tx, batch) => {
       const nowMs = this.now();
       const transferId = actual > 0n ? newId('txn', nowMs) : null;
-      const claim = (from: 'pending' | 'expired') =>
-        tx
-          .updateTable('holds')
-          .set({ status: 'settled', settled_micros: actual, transfer_id: transferId, resolved_at: nowMs })
-          .where('id', '=', input.holdId)
-          .where('account_id', '=', accountId)
-          .where('status', '=', from)
-          .returning(['amount_micros', 'budget_ids'])
-          .executeTakeFirst();
+      const claim = async (from: 'pending' | 'expired') =>
+        (await queryRows<{ amount_micros: unknown; budget_ids: string | null }>(tx, engine, sqlClaimHold, [actual, transferId, nowMs, input.holdId, accountId, from]))[0];
       let late = false;
       let claimed = await claim('pending');
       if (!claimed) {
@@ -315,42 +299,29 @@ export class Ledger {
       }
       // A late settlement's reservation was already released by the sweeper.
       const released = late ? 0n : toBigInt(claimed.amount_micros);
-      const acct = await tx
-        .updateTable('accounts')
-        .set((eb) => ({
-          debits_pending: eb('debits_pending', '-', released),
-          debits_posted: eb('debits_posted', '+', actual),
-          consumed_micros: eb('consumed_micros', '+', actual),
-        }))
-        .where('id', '=', accountId)
-        .returning(['credits_posted', 'debits_posted', 'debits_pending', 'warning_limit_micros'])
-        .executeTakeFirstOrThrow();
+      const [acct] = await queryRows<AccountAfterSettle>(tx, engine, sqlPostSettle, [released, actual, actual, accountId]);
+      assert(acct !== undefined, `account ${accountId} is missing while settling ${input.holdId}`);
       assert(toBigInt(acct.debits_pending) >= 0n, `account ${accountId} has negative pending after settling ${input.holdId}`);
       await postBudgets(tx, parseCounterIds(claimed.budget_ids), released, actual);
       const balanceAfter = toBigInt(acct.credits_posted) - toBigInt(acct.debits_posted);
       let overdrawn = 0n;
       if (transferId) {
-        overdrawn = await burnLots(tx, accountId, transferId, actual);
-        await tx
-          .insertInto('transfers')
-          .values({
-            id: transferId,
-            kind: 'usage',
-            debit_account_id: accountId,
-            credit_account_id: operatorAccounts.usageRevenue,
-            amount_micros: actual,
-            workspace_id: input.workspaceId,
-            hold_id: input.holdId,
-            lot_id: null,
-            model: input.model ?? null,
-            tag: input.tag ?? null,
-            ref: input.ref ?? null,
-            note: input.note ?? null,
-            balance_after_micros: balanceAfter,
-            overdrawn_micros: overdrawn,
-            created_at: nowMs,
-          })
-          .execute();
+        overdrawn = await burnLots(tx, engine, accountId, transferId, actual);
+        await execute(tx, engine, sqlInsertUsageTransfer, [
+          transferId,
+          accountId,
+          operatorAccounts.usageRevenue,
+          actual,
+          input.workspaceId,
+          input.holdId,
+          input.model ?? null,
+          input.tag ?? null,
+          input.ref ?? null,
+          input.note ?? null,
+          balanceAfter,
+          overdrawn,
+          nowMs,
+        ]);
         batch.creditOperator(operatorAccounts.usageRevenue, actual);
         await warnIfCrossed(tx, input.workspaceId, acct.warning_limit_micros, balanceAfter + actual, balanceAfter, nowMs);
       }
@@ -364,7 +335,7 @@ export class Ledger {
         late,
         replayed: false,
       };
-      if (input.attach) await input.attach(tx, result);
+      if (input.attach) await input.attach(tx, result, batch);
       return result;
     });
   }
@@ -510,6 +481,44 @@ export class Ledger {
     });
   }
 }
+
+interface AccountAfterHold {
+  credits_posted: unknown;
+  debits_posted: unknown;
+  debits_pending: unknown;
+  overdraft_limit_micros: unknown;
+}
+
+interface AccountAfterSettle {
+  credits_posted: unknown;
+  debits_posted: unknown;
+  debits_pending: unknown;
+  warning_limit_micros: unknown;
+}
+
+// The hot path's statements (see src/store/prepared.ts).
+const sqlReserve = prepare(`
+  update accounts set debits_pending = debits_pending + ?
+  where id = ? and credits_posted - debits_posted - debits_pending + overdraft_limit_micros >= ?
+  returning credits_posted, debits_posted, debits_pending, overdraft_limit_micros`);
+const sqlInsertHold = prepare(`
+  insert into holds (id, account_id, workspace_id, amount_micros, status, idempotency_key, ref, expires_at,
+    settled_micros, transfer_id, created_at, resolved_at, budget_ids)
+  values (?, ?, ?, ?, ?, ?, ?, ?, null, null, ?, ?, ?)
+  on conflict (idempotency_key) do nothing
+  returning id`);
+const sqlClaimHold = prepare(`
+  update holds set status = 'settled', settled_micros = ?, transfer_id = ?, resolved_at = ?
+  where id = ? and account_id = ? and status = ?
+  returning amount_micros, budget_ids`);
+const sqlPostSettle = prepare(`
+  update accounts set debits_pending = debits_pending - ?, debits_posted = debits_posted + ?, consumed_micros = consumed_micros + ?
+  where id = ?
+  returning credits_posted, debits_posted, debits_pending, warning_limit_micros`);
+const sqlInsertUsageTransfer = prepare(`
+  insert into transfers (id, kind, debit_account_id, credit_account_id, amount_micros, workspace_id, hold_id, lot_id,
+    model, tag, ref, note, balance_after_micros, overdrawn_micros, created_at)
+  values (?, 'usage', ?, ?, ?, ?, ?, null, ?, ?, ?, ?, ?, ?, ?)`);
 
 async function releasePending(tx: Tx, accountId: string, amount: bigint): Promise<void> {
   await tx

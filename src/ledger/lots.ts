@@ -1,35 +1,21 @@
 // Burning lots: a debit consumes a workspace's lots in order (priority, then soonest expiry, then
 // oldest) and records how much of each it took. The caller holds the workspace account's row lock.
-import { sql } from 'kysely';
 import type { Tx, Batch } from './committer.ts';
+import type { Engine } from '../store/db.ts';
+import { execute, prepare, queryRows } from '../store/prepared.ts';
 import { toBigInt } from './money.ts';
 
 const burnPageSize = 32;
 
 /** Burns up to `amountMicros` from the account's lots; returns the part no lot covered. */
-export async function burnLots(tx: Tx, accountId: string, transferId: string, amountMicros: bigint): Promise<bigint> {
+export async function burnLots(tx: Tx, engine: Engine, accountId: string, transferId: string, amountMicros: bigint): Promise<bigint> {
   let left = amountMicros;
   while (left > 0n) {
-    const lots = await tx
-      .selectFrom('lots')
-      .select(['id', 'remaining_micros'])
-      .where('account_id', '=', accountId)
-      .where('remaining_micros', '>', 0n)
-      .orderBy('priority')
-      .orderBy(sql`expires_at is null`)
-      .orderBy('expires_at')
-      .orderBy('created_at')
-      .orderBy('id')
-      .limit(burnPageSize)
-      .execute();
+    const lots = await queryRows<{ id: string; remaining_micros: unknown }>(tx, engine, sqlBurnOrder, [accountId, burnPageSize]);
     for (const lot of lots) {
       const take = min(left, toBigInt(lot.remaining_micros));
-      await tx
-        .updateTable('lots')
-        .set((eb) => ({ remaining_micros: eb('remaining_micros', '-', take) }))
-        .where('id', '=', lot.id)
-        .execute();
-      await tx.insertInto('lot_consumptions').values({ transfer_id: transferId, lot_id: lot.id, amount_micros: take }).execute();
+      await execute(tx, engine, sqlTakeFromLot, [take, lot.id]);
+      await execute(tx, engine, sqlRecordConsumption, [transferId, lot.id, take]);
       left -= take;
       if (left === 0n) break;
     }
@@ -37,6 +23,14 @@ export async function burnLots(tx: Tx, accountId: string, transferId: string, am
   }
   return left;
 }
+
+const sqlBurnOrder = prepare(`
+  select id, remaining_micros from lots
+  where account_id = ? and remaining_micros > 0
+  order by priority, expires_at is null, expires_at, created_at, id
+  limit ?`);
+const sqlTakeFromLot = prepare('update lots set remaining_micros = remaining_micros - ? where id = ?');
+const sqlRecordConsumption = prepare('insert into lot_consumptions (transfer_id, lot_id, amount_micros) values (?, ?, ?)');
 
 /**
  * Takes the workspace account's row lock before anything reads its lots. PostgreSQL needs it

@@ -30,6 +30,20 @@ export function parseScaled(value: unknown, param: string): bigint {
   return BigInt(whole) * scale + BigInt(frac.padEnd(scaleDigits, '0'));
 }
 
+// Rates are read on every call from a handful of distinct strings: parse each once.
+const parsedRates = new Map<string, bigint>();
+const maxParsedRates = 10_000;
+
+function scaledRate(value: string, unit: RateUnit): bigint {
+  let v = parsedRates.get(value);
+  if (v === undefined) {
+    v = parseScaled(value, unit);
+    if (parsedRates.size >= maxParsedRates) parsedRates.clear();
+    parsedRates.set(value, v);
+  }
+  return v;
+}
+
 /** Validates a rate card: known units, decimal strings; returns it normalised. */
 export function parseRateCard(value: unknown, param: string): RateCard {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid('invalid_rate', `'${param}' must be an object of rates.`, param);
@@ -75,7 +89,7 @@ export function isPricedFor(card: RateCard, workload: string): boolean {
 export function exactAmount(card: RateCard, usage: Usage, requests = 1): bigint {
   const r = (unit: RateUnit, fallback?: RateUnit) => {
     const v = card[unit] ?? (fallback ? card[fallback] : undefined);
-    return v === undefined ? 0n : parseScaled(v, unit);
+    return v === undefined ? 0n : scaledRate(v, unit);
   };
   const perToken = (tokens: number, rate: bigint) => BigInt(tokens) * rate; // per 1M tokens → ×10^-6
   const visibleOutput = Math.max(usage.outputTokens - usage.reasoningTokens, 0);

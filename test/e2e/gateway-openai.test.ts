@@ -409,6 +409,13 @@ describe.each(engines)('OpenAI SDK → gateway → OpenAI upstream on %s', (engi
     expect(mock.requests.length).toBe(before);
     expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted, pending: 0n, consumed: 0n });
     expect(await g.pendingHolds(s, t.workspaceId)).toBe(0);
+
+    // Clearing the link (null) takes it out of the message again.
+    const cleared = await s.admin('PATCH', '/api/admin/settings', { creditPaymentLink: null });
+    expect(cleared.status).toBe(200);
+    const err = (await t.client.chat.completions.create({ model: setup.model, messages: prompt }).catch((e: unknown) => e)) as APIError;
+    expect(err.status).toBe(402);
+    expect(err.message).not.toContain(link);
   });
 
   it('answers malformed and oversized bodies with a 400 and a 413, and keeps serving', async () => {

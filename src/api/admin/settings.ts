@@ -7,13 +7,14 @@ import { getSetting, putSetting } from '../../store/settings.ts';
 import { formatCredits, parseCredits } from '../../ledger/money.ts';
 import { invalid } from '../../lib/errors.ts';
 import { starterCreditsSetting } from '../../workspaces/onboarding.ts';
+import { Nullable } from '../schemas.ts';
 
 export const creditPaymentLinkSetting = 'credit_payment_link';
 
 const PatchSettings = Type.Object(
   {
     starterCredits: Type.Optional(Type.Union([Type.String({ maxLength: 40 }), Type.Number()])),
-    creditPaymentLink: Type.Optional(Type.Union([Type.String({ maxLength: 2000 }), Type.Null()])),
+    creditPaymentLink: Type.Optional(Nullable(Type.String({ maxLength: 2000 }))),
   },
   { additionalProperties: false },
 );

@@ -1,0 +1,33 @@
+// Hand-written SQL for the statements every gateway call runs (hold, settle, burn, usage record).
+// Kysely builds, freezes and compiles a query tree per statement, which cost more CPU than SQLite
+// took to run them; these are written once, in the dialect both engines share, with `?`
+// placeholders turned into `$n` for PostgreSQL once at load. They still run through the
+// transaction's connection, so they commit and roll back with everything around them.
+import { CompiledQuery, type Transaction } from 'kysely';
+import type { Engine } from './db.ts';
+import type { Database } from './schema.ts';
+
+export interface Prepared {
+  readonly sqlite: string;
+  readonly postgres: string;
+}
+
+/** A statement for both engines from one text with `?` placeholders (none may sit inside a string literal). */
+export function prepare(text: string): Prepared {
+  const sqlite = text.replace(/\s+/g, ' ').trim();
+  let n = 0;
+  const postgres = sqlite.replace(/\?/g, () => `$${++n}`);
+  return { sqlite, postgres };
+}
+
+/** Runs a prepared statement in `tx`; the rows it returned (RETURNING or SELECT). */
+export async function queryRows<Row>(tx: Transaction<Database>, engine: Engine, stmt: Prepared, params: unknown[]): Promise<Row[]> {
+  const result = await tx.executeQuery<Row>(CompiledQuery.raw(engine === 'sqlite' ? stmt.sqlite : stmt.postgres, params));
+  return result.rows;
+}
+
+/** Runs a prepared statement in `tx`; how many rows it changed. */
+export async function execute(tx: Transaction<Database>, engine: Engine, stmt: Prepared, params: unknown[]): Promise<bigint> {
+  const result = await tx.executeQuery(CompiledQuery.raw(engine === 'sqlite' ? stmt.sqlite : stmt.postgres, params));
+  return result.numAffectedRows ?? 0n;
+}
