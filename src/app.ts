@@ -27,6 +27,8 @@ import { gatewayRoutes } from './gateway/routes.ts';
 import { WorkspaceCache } from './workspaces/cache.ts';
 import { CircuitBreakers } from './routing/health.ts';
 import { adminRoutingRoutes } from './api/admin/routing.ts';
+import { createRateLimiter, type RateLimiter } from './limits/index.ts';
+import { RequestLogWriter } from './gateway/request-logging.ts';
 
 export interface AppContext {
   config: Config;
@@ -40,6 +42,10 @@ export interface AppContext {
   gatewaySettings: SettingsCache;
   workspaces: WorkspaceCache;
   breakers: CircuitBreakers;
+  /** Per-key RPM/TPM counters: in Redis when REDIS_URL is set, else in this process. Closed on stop. */
+  rateLimiter: RateLimiter;
+  /** Stores the prompts and completions of workspaces that opted in; drained on stop. */
+  requestLogs: RequestLogWriter;
   /** In-process change notifications (`workspace.changed`, `settings.changed`, ...) for caches. */
   events: EventEmitter;
   log: Logger;
@@ -97,6 +103,8 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       settings: ctx.gatewaySettings,
       workspaces: ctx.workspaces,
       breakers: ctx.breakers,
+      rateLimiter: ctx.rateLimiter,
+      requestLogs: ctx.requestLogs,
       log: ctx.log,
     });
   });
@@ -104,7 +112,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   return app;
 }
 
-export function createContext(parts: Omit<AppContext, 'onboarding' | 'events' | 'catalog' | 'keys' | 'gatewaySettings' | 'workspaces' | 'breakers'>): AppContext {
+export function createContext(parts: Omit<AppContext, 'onboarding' | 'events' | 'catalog' | 'keys' | 'gatewaySettings' | 'workspaces' | 'breakers' | 'rateLimiter' | 'requestLogs'>): AppContext {
   const db = parts.store.db;
   const ctx: AppContext = {
     ...parts,
@@ -115,6 +123,13 @@ export function createContext(parts: Omit<AppContext, 'onboarding' | 'events' | 
     gatewaySettings: new SettingsCache(db),
     workspaces: new WorkspaceCache(db),
     breakers: new CircuitBreakers(),
+    rateLimiter: createRateLimiter({
+      redisUrl: parts.config.redisUrl,
+      failOpen: parts.config.rateLimitFailOpen,
+      log: parts.log,
+      prefix: parts.config.rateLimitPrefix,
+    }),
+    requestLogs: new RequestLogWriter(db, parts.log),
   };
   // Admin writes invalidate the request path's caches at once in this process; other processes
   // reload on their own schedule (see the caches).

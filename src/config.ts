@@ -1,6 +1,7 @@
 // Configuration from the environment, read once at start. Every setting is documented in README.md.
 import path from 'node:path';
 import { engineOf } from './store/db.ts';
+import { defaultKeyPrefix } from './limits/redis.ts';
 
 export interface Config {
   port: number;
@@ -17,6 +18,8 @@ export interface Config {
   redisUrl: string | null;
   /** On a Redis outage, admit calls without rate limits (true) or refuse them (false). */
   rateLimitFailOpen: boolean;
+  /** Namespace of the rate-limit keys in Redis, so several deployments (or test runs) can share one Redis. */
+  rateLimitPrefix: string;
   sqliteSynchronous: 'NORMAL' | 'FULL';
   dbPoolSize: number;
 }
@@ -42,6 +45,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (sync !== 'NORMAL' && sync !== 'FULL') throw new Error('SQLITE_SYNCHRONOUS must be NORMAL or FULL');
   const failOpen = (env.RATE_LIMIT_FAIL_OPEN ?? '').trim().toLowerCase() || 'true';
   if (failOpen !== 'true' && failOpen !== 'false') throw new Error(`RATE_LIMIT_FAIL_OPEN must be true or false (got '${env.RATE_LIMIT_FAIL_OPEN}')`);
+  const rateLimitPrefix = env.RATE_LIMIT_PREFIX?.trim() || defaultKeyPrefix;
   const masterKey = env.TOLLGATE_MASTER_KEY?.trim() || null;
   if (masterKey !== null && masterKey.length < 16) throw new Error('TOLLGATE_MASTER_KEY must be at least 16 characters');
   return {
@@ -55,6 +59,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     logLevel: env.LOG_LEVEL?.trim() || 'info',
     redisUrl: env.REDIS_URL?.trim() || null,
     rateLimitFailOpen: failOpen === 'true',
+    rateLimitPrefix,
     sqliteSynchronous: sync,
     dbPoolSize: Number(env.DB_POOL_SIZE ?? 10),
   };

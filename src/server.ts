@@ -12,6 +12,7 @@ import { SecretBox, loadOrCreateSecretKey } from './lib/secrets.ts';
 import { resolveMasterKey } from './auth/admin.ts';
 import { buildApp, createContext, type AppContext } from './app.ts';
 import { countTokens } from './providers/tokenizer.ts';
+import { startRequestLogRetention } from './workspaces/request-logs.ts';
 
 export interface Running {
   app: FastifyInstance;
@@ -41,8 +42,18 @@ export async function startServer(config: Config = loadConfig(), log: Logger = c
   const app = await buildApp(ctx);
   // Load the tokenizer's tables now (about a second), not on the first customer's call.
   countTokens('warm up');
-  const address = await app.listen({ port: config.port, host: config.host });
+  let address: string;
+  try {
+    address = await app.listen({ port: config.port, host: config.host });
+  } catch (err) {
+    // The rate limiter's Redis connection and the catalog's timer would otherwise keep the failed process alive.
+    ctx.catalog.close();
+    await ctx.rateLimiter.close();
+    await store.close();
+    throw err;
+  }
   const stopJobs = startLedgerJobs(ledger, log);
+  const stopRequestLogRetention = startRequestLogRetention(store.db, log);
   let stopped = false;
   return {
     app,
@@ -53,8 +64,12 @@ export async function startServer(config: Config = loadConfig(), log: Logger = c
       if (stopped) return;
       stopped = true;
       stopJobs();
+      stopRequestLogRetention();
       ctx.catalog.close();
       await app.close();
+      // After the last call has answered: what its settlement started still reaches Redis and the store.
+      await ctx.rateLimiter.close();
+      await ctx.requestLogs.drain();
       await ledger.committer.drain();
       await store.close();
     },

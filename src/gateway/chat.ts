@@ -9,6 +9,8 @@ import { zeroUsage } from '../pricing/price.ts';
 import { countMessagesTokens, countTokens } from '../providers/tokenizer.ts';
 import type { ChatChunk, ChatRequest, ChatResponse, FinishReason, StreamTranslator, Usage } from '../providers/types.ts';
 import type { ChatFormat } from './formats.ts';
+import { afterCall } from './after-call.ts';
+import { enforceRateLimits } from './rate-limits.ts';
 import {
   abandon,
   admit,
@@ -35,6 +37,7 @@ export async function handleChat(deps: GatewayDeps, req: FastifyRequest, reply: 
   const stream = body.stream === true;
   const call = await resolveCall(deps, key, body.model, ['text', 'coding'], format.endpoint, stream, req.id);
   const { model } = call;
+  await enforceRateLimits(deps, call);
   const settings = await deps.settings.get();
 
   const inputTokens = estimateInputTokens(body);
@@ -72,7 +75,9 @@ export async function handleChat(deps: GatewayDeps, req: FastifyRequest, reply: 
       } catch (err) {
         if (watch.clientGone) {
           // The client left while the upstream was working: bill the input it processed.
-          await finish(deps, call, { status: 'client_disconnected', usage: { ...zeroUsage, inputTokens }, estimated: true, candidate: attempt.candidate, errorCode: 'client_disconnected' }, settings);
+          const usage: Usage = { ...zeroUsage, inputTokens };
+          await finish(deps, call, { status: 'client_disconnected', usage, estimated: true, candidate: attempt.candidate, errorCode: 'client_disconnected' }, settings);
+          afterCall(deps, call, usage, req.body, null);
           return reply;
         }
         await abandon(deps, call, 'upstream_read_failed', settings);
@@ -90,7 +95,9 @@ export async function handleChat(deps: GatewayDeps, req: FastifyRequest, reply: 
       const usage = parsed.usage ?? estimateUsage(inputTokens, responseText(parsed.response));
       const settled = await finish(deps, call, { status: 'ok', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: null }, settings);
       reply.header('x-tollgate-credits-charged', formatCredits(settled.chargedMicros));
-      return reply.send(format.json(parsed.response, usage, body.model));
+      const answer = format.json(parsed.response, usage, body.model);
+      afterCall(deps, call, usage, req.body, answer);
+      return reply.send(answer);
     }
     const relayed = await relayStream(deps, reply, format, call, body, inputTokens, attempt, attempt.adapter.chat.createStreamTranslator(body.model), watch, settings);
     // Nothing reached the client yet and another route is left: fall back (the failed attempt costs nothing).
@@ -172,6 +179,7 @@ async function relayStream(
   let settled;
   try {
     settled = await finish(deps, call, outcome, settings);
+    afterCall(deps, call, outcome.usage, reply.request.body, translator.outputText());
   } catch (err) {
     deps.log.error({ err, requestId: call.requestId }, 'settling a stream failed');
     if (!watch.clientGone) {

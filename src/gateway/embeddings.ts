@@ -7,6 +7,8 @@ import { zeroUsage } from '../pricing/price.ts';
 import { countTokens } from '../providers/tokenizer.ts';
 import type { EmbeddingsRequest, ImagesRequest, Usage } from '../providers/types.ts';
 import { encodeEmbeddingsBase64 } from '../providers/openai/index.ts';
+import { afterCall } from './after-call.ts';
+import { enforceRateLimits } from './rate-limits.ts';
 import { abandon, admit, authenticate, callDeadlineMs, callUpstream, finish, reportSuccess, resolveCall, watchClient, type GatewayDeps } from './pipeline.ts';
 
 const maxEmbeddingInputs = 2048;
@@ -16,6 +18,7 @@ export async function handleEmbeddings(deps: GatewayDeps, req: FastifyRequest, r
   const key = await authenticate(deps, req, 'embeddings');
   const inputTokens = embeddingInputTokens(body);
   const call = await resolveCall(deps, key, body.model, ['embedding'], 'embeddings', false, req.id);
+  await enforceRateLimits(deps, call);
   const settings = await deps.settings.get();
   await admit(deps, call, { ...zeroUsage, inputTokens }, 0, settings, { strictAllowed: false });
   const watch = watchClient(req, reply, callDeadlineMs);
@@ -35,7 +38,9 @@ export async function handleEmbeddings(deps: GatewayDeps, req: FastifyRequest, r
     // as the OpenAI SDK does by default.
     const response = body.encoding_format === 'base64' ? encodeEmbeddingsBase64(parsed.response) : parsed.response;
     const promptTokens = usage.inputTokens + usage.cachedInputTokens;
-    return reply.send({ ...response, model: body.model, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } });
+    const answer = { ...response, model: body.model, usage: { prompt_tokens: promptTokens, total_tokens: promptTokens } };
+    afterCall(deps, call, usage, req.body, answer);
+    return reply.send(answer);
   } finally {
     watch.done();
   }
@@ -51,6 +56,7 @@ export async function handleImages(deps: GatewayDeps, req: FastifyRequest, reply
     throw new AppError('invalid_request_error', 'invalid_n', `'n' must be an integer from 1 to ${maxImagesPerCall}.`, { param: 'n' });
   }
   const call = await resolveCall(deps, key, body.model, ['image'], 'images', false, req.id);
+  await enforceRateLimits(deps, call);
   const settings = await deps.settings.get();
   const inputTokens = countTokens(body.prompt);
   await admit(deps, call, { ...zeroUsage, inputTokens, images: n }, 0, settings, { strictAllowed: false });
@@ -68,6 +74,7 @@ export async function handleImages(deps: GatewayDeps, req: FastifyRequest, reply
     const usage: Usage = { ...zeroUsage, inputTokens: parsed.usage?.inputTokens || inputTokens, images };
     const settled = await finish(deps, call, { status: images > 0 ? 'ok' : 'upstream_error', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: images > 0 ? null : 'no_images' }, settings);
     reply.header('x-tollgate-credits-charged', formatCredits(settled.chargedMicros));
+    afterCall(deps, call, usage, req.body, parsed.response);
     return reply.send(parsed.response);
   } finally {
     watch.done();

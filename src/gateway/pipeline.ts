@@ -21,10 +21,13 @@ import type { CircuitBreakers } from '../routing/health.ts';
 import type { CatalogCache } from '../routing/catalog-cache.ts';
 import type { KeyCache } from '../auth/keys.ts';
 import type { WorkspaceCache } from '../workspaces/cache.ts';
+import type { RateLimiter } from '../limits/index.ts';
+import type { RequestLogWriter } from './request-logging.ts';
 import { effectiveLimits, type KeyLimits, type WorkspaceEntry } from '../workspaces/policy.ts';
 import { periodEnd, type BudgetLimit } from '../ledger/budgets.ts';
 import { defaultOutputAllowanceTokens, type GatewaySettings, type SettingsCache } from './context.ts';
 import { sendUpstream, UpstreamTimeout, type UpstreamAnswer } from './upstream.ts';
+import { execute, prepare } from '../store/prepared.ts';
 
 export interface GatewayDeps {
   db: Kysely<Database>;
@@ -34,6 +37,8 @@ export interface GatewayDeps {
   settings: SettingsCache;
   workspaces: WorkspaceCache;
   breakers: CircuitBreakers;
+  rateLimiter: RateLimiter;
+  requestLogs: RequestLogWriter;
   log: Logger;
 }
 
@@ -309,8 +314,10 @@ export async function callUpstream(
       const upstreamErr = adapter.parseError(answer.status, await answer.text().catch(() => ''));
       record.error = upstreamErr.type;
       last = upstreamFailure(upstreamErr);
-      // A 4xx caused by the request would fail on every route: answer it at once.
-      if (!upstreamErr.retryable) return { ok: false, error: last };
+      // A 4xx caused by the request would fail on every route: answer it at once. A 401 or 403 is
+      // the operator's credential being refused, not the request: count it and try the next route.
+      const credentialRefused = answer.status === 401 || answer.status === 403;
+      if (!upstreamErr.retryable && !credentialRefused) return { ok: false, error: last };
       reportFailure(deps, candidate, `HTTP ${answer.status} ${upstreamErr.type}`);
     } catch (err) {
       record.latencyMs = Math.round(performance.now() - began);
@@ -365,7 +372,7 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
   const latencyMs = Math.round(performance.now() - call.startedPerf);
   const ttfbMs = call.firstBytePerf === null ? null : Math.round(call.firstBytePerf - call.startedPerf);
   if (!producedSomething) {
-    await deps.ledger.void(key.workspaceId, call.holdId, (tx) => insertUsage(tx, call, outcome, settings, null, 0n, latencyMs, ttfbMs));
+    await deps.ledger.void(key.workspaceId, call.holdId, (tx) => insertUsage(deps, tx, call, outcome, null, 0n, latencyMs, ttfbMs));
     return { chargedMicros: 0n, balanceAfterMicros: 0n };
   }
   const rate = (outcome.candidate ?? call.plan.candidates[0]).rate;
@@ -377,13 +384,9 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
     model: call.model.name,
     tag: call.endpoint,
     ref: call.requestId,
-    attach: async (tx, settled) => {
-      await insertUsage(tx, call, outcome, settings, settled, charge, latencyMs, ttfbMs);
-      await tx
-        .updateTable('api_keys')
-        .set((eb) => ({ spend_micros: eb('spend_micros', '+', charge), requests: eb('requests', '+', 1n), last_used_at: call.startedAtMs }))
-        .where('id', '=', key.id)
-        .execute();
+    attach: async (tx, settled, batch) => {
+      await insertUsage(deps, tx, call, outcome, settled, charge, latencyMs, ttfbMs);
+      batch.addKeyUsage(key.id, charge, call.startedAtMs);
     },
   });
   return { chargedMicros: result.chargedMicros, balanceAfterMicros: result.balanceAfterMicros };
@@ -398,10 +401,10 @@ export async function abandon(deps: GatewayDeps, call: CallState, errorCode: str
 }
 
 async function insertUsage(
+  deps: GatewayDeps,
   tx: Tx,
   call: CallState,
   outcome: Outcome,
-  settings: GatewaySettings,
   settled: SettleResult | null,
   charge: bigint,
   latencyMs: number,
@@ -412,43 +415,47 @@ async function insertUsage(
   // Credits are denominated in the operator's currency (as in the admin API's margins): one
   // credit is one unit of the cost's currency, so margin = charge − cost in nano-units.
   const margin = cost !== null ? charge * 1000n - cost : null;
-  void settings;
-  await tx
-    .insertInto('usage_records')
-    .values({
-      id: call.requestId,
-      workspace_id: call.key.workspaceId,
-      key_id: call.key.id,
-      endpoint: call.endpoint,
-      model: call.model.name,
-      provider_id: route?.provider.id ?? null,
-      upstream_model: route?.upstreamModel ?? null,
-      route_id: route?.id ?? null,
-      rate_id: (outcome.candidate ?? call.plan.candidates[0]).rate.id,
-      input_tokens: outcome.usage.inputTokens,
-      cached_input_tokens: outcome.usage.cachedInputTokens,
-      output_tokens: outcome.usage.outputTokens,
-      reasoning_tokens: outcome.usage.reasoningTokens,
-      images: outcome.usage.images,
-      estimated: outcome.estimated ? 1 : 0,
-      cost_nanos: cost,
-      cost_currency: route?.cost?.currency ?? null,
-      charge_micros: charge,
-      margin_nanos: margin,
-      balance_after_micros: settled?.balanceAfterMicros ?? null,
-      hold_id: call.holdId,
-      transfer_id: settled?.transferId ?? null,
-      status: outcome.status,
-      error_code: outcome.errorCode,
-      stream: call.stream ? 1 : 0,
-      latency_ms: latencyMs,
-      ttfb_ms: ttfbMs,
-      attempts: Math.max(call.attempts.length, 1),
-      route_summary: JSON.stringify(routeSummary(call, outcome)),
-      created_at: call.startedAtMs,
-    })
-    .execute();
+  const usage = outcome.usage;
+  await execute(tx, deps.ledger.store.engine, sqlInsertUsage, [
+    call.requestId,
+    call.key.workspaceId,
+    call.key.id,
+    call.endpoint,
+    call.model.name,
+    route?.provider.id ?? null,
+    route?.upstreamModel ?? null,
+    route?.id ?? null,
+    (outcome.candidate ?? call.plan.candidates[0]).rate.id,
+    usage.inputTokens,
+    usage.cachedInputTokens,
+    usage.outputTokens,
+    usage.reasoningTokens,
+    usage.images,
+    outcome.estimated ? 1 : 0,
+    cost,
+    route?.cost?.currency ?? null,
+    charge,
+    margin,
+    settled?.balanceAfterMicros ?? null,
+    call.holdId,
+    settled?.transferId ?? null,
+    outcome.status,
+    outcome.errorCode,
+    call.stream ? 1 : 0,
+    latencyMs,
+    ttfbMs,
+    Math.max(call.attempts.length, 1),
+    JSON.stringify(routeSummary(call, outcome)),
+    call.startedAtMs,
+  ]);
 }
+
+const sqlInsertUsage = prepare(`
+  insert into usage_records (id, workspace_id, key_id, endpoint, model, provider_id, upstream_model, route_id, rate_id,
+    input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, images, estimated, cost_nanos, cost_currency,
+    charge_micros, margin_nanos, balance_after_micros, hold_id, transfer_id, status, error_code, stream, latency_ms,
+    ttfb_ms, attempts, route_summary, created_at)
+  values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
 
 /** The audit of a call's route decision: what was chosen, how, every attempt and every skipped route. */
 export function routeSummary(call: CallState, outcome: Pick<Outcome, 'candidate'> | null) {

@@ -198,6 +198,8 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
       { kind: 'HTTP 500', arrange: async (a) => (a.set({ fail: { count: 2, status: 500 } }), {}), attempt: { status: 500, error: 'server_error' } },
       { kind: 'HTTP 503', arrange: async (a) => (a.set({ fail: { count: 2, status: 503 } }), {}), attempt: { status: 503, error: 'server_error' } },
       { kind: 'HTTP 429', arrange: async (a) => (a.set({ fail: { count: 2, status: 429 } }), {}), attempt: { status: 429, error: 'rate_limit_exceeded' } },
+      // The operator's credential refused: not the request's fault, so the next route is tried.
+      { kind: 'HTTP 401', arrange: async (a) => (a.set({ fail: { count: 2, status: 401 } }), {}), attempt: { status: 401, error: 'invalid_request_error' } },
       {
         kind: 'connection refused',
         arrange: async () => ({ aTarget: `http://127.0.0.1:${await closedPort()}/v1` }),

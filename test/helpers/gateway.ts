@@ -5,6 +5,9 @@
 import { expect } from 'vitest';
 import type { TestServer } from './server.ts';
 
+/** What the setup helpers need: the admin API of a server (in this process or another). */
+export type AdminApi = Pick<TestServer, 'admin'>;
+
 /** Credits per 1M tokens with fractional micro-credits per token, so the rounding rule matters. */
 export const fractionalRates = { inputPer1M: '2.5000003', cachedInputPer1M: '1.2500001', outputPer1M: '10.0000007' } as const;
 
@@ -22,7 +25,7 @@ export interface ProviderSpec {
 let serial = 0;
 const unique = (prefix: string) => `${prefix}-${process.pid}-${++serial}`;
 
-export async function addProvider(s: TestServer, spec: ProviderSpec): Promise<{ id: string; [k: string]: unknown }> {
+export async function addProvider(s: AdminApi, spec: ProviderSpec): Promise<{ id: string; [k: string]: unknown }> {
   const { name, ...rest } = spec;
   const r = await s.admin('POST', '/api/admin/providers', { name: name ?? unique(spec.type), ...rest });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
@@ -38,7 +41,7 @@ export interface ModelSpec {
   maxOutputTokens?: number | null;
 }
 
-export async function addModel(s: TestServer, spec: ModelSpec): Promise<{ id: string; name: string; [k: string]: unknown }> {
+export async function addModel(s: AdminApi, spec: ModelSpec): Promise<{ id: string; name: string; [k: string]: unknown }> {
   const body: Record<string, unknown> = {
     name: spec.name ?? unique('model'),
     workload: spec.workload ?? 'text',
@@ -52,14 +55,14 @@ export async function addModel(s: TestServer, spec: ModelSpec): Promise<{ id: st
 }
 
 /** A workspace, with `credits` granted when given (a decimal string). */
-export async function addWorkspace(s: TestServer, credits?: string): Promise<string> {
+export async function addWorkspace(s: AdminApi, credits?: string): Promise<string> {
   const r = await s.admin('POST', '/api/admin/workspaces', { name: unique('ws') });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   if (credits !== undefined) await grant(s, r.body.id, credits);
   return r.body.id;
 }
 
-export async function grant(s: TestServer, workspaceId: string, credits: string): Promise<void> {
+export async function grant(s: AdminApi, workspaceId: string, credits: string): Promise<void> {
   const g = await s.admin('POST', `/api/admin/workspaces/${workspaceId}/grants`, { credits });
   expect(g.status, JSON.stringify(g.body)).toBe(201);
 }
@@ -67,9 +70,11 @@ export async function grant(s: TestServer, workspaceId: string, credits: string)
 export interface KeySpec {
   scopes?: string[];
   models?: string[] | null;
+  rpm?: number | null;
+  tpm?: number | null;
 }
 
-export async function addKey(s: TestServer, workspaceId: string, spec: KeySpec = {}): Promise<{ id: string; key: string }> {
+export async function addKey(s: AdminApi, workspaceId: string, spec: KeySpec = {}): Promise<{ id: string; key: string }> {
   const r = await s.admin('POST', `/api/admin/workspaces/${workspaceId}/keys`, { name: unique('key'), ...spec });
   expect(r.status, JSON.stringify(r.body)).toBe(201);
   return { id: r.body.id, key: r.body.key };

@@ -11,12 +11,27 @@ import { createTestDatabase } from './store.ts';
 
 export const testMasterKey = 'tg_admin_test_master_key_0123456789';
 
+export type AdminCall = (method: string, route: string, body?: unknown, headers?: Record<string, string>) => Promise<{ status: number; body: any; headers: Headers }>;
+
 export interface TestServer {
   running: Running;
   url: string;
   config: Config;
-  admin(method: string, route: string, body?: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Headers }>;
+  admin: AdminCall;
   close(): Promise<void>;
+}
+
+/** Calls the admin API of the server at `url` (in this process or another) with the test master key. */
+export function adminCall(url: string): AdminCall {
+  return async (method, route, body, headers = {}) => {
+    const res = await fetch(`${url}${route}`, {
+      method,
+      headers: { authorization: `Bearer ${testMasterKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
+  };
 }
 
 export interface TestServerOptions {
@@ -44,15 +59,7 @@ export async function startTestServer(engine: Engine, env: Record<string, string
     running,
     url,
     config,
-    async admin(method, route, body, headers = {}) {
-      const res = await fetch(`${url}${route}`, {
-        method,
-        headers: { authorization: `Bearer ${testMasterKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-        body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
-      });
-      const text = await res.text();
-      return { status: res.status, body: text ? JSON.parse(text) : null, headers: res.headers };
-    },
+    admin: adminCall(url),
     async close() {
       await running.stop();
       await database.drop();

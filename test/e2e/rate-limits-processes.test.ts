@@ -1,0 +1,215 @@
+// RPM and TPM limits hold across Tollgate processes that share Redis: two real `tollgate start`
+// processes on one database (PostgreSQL when TEST_DATABASE_URL is set, else one SQLite file) and
+// one Redis, calls alternating between them, admit exactly what a single process would — where
+// counters kept per process would let each admit the full limit. Runs when TEST_REDIS_URL is set;
+// the processes write under a key prefix of their own (RATE_LIMIT_PREFIX), deleted afterwards.
+import { spawn } from 'node:child_process';
+import { randomBytes, randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import OpenAI, { APIError } from 'openai';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestDatabase, pgUrl, type TestDatabase } from '../helpers/store.ts';
+import { adminCall, testMasterKey } from '../helpers/server.ts';
+import { openStore, type Store } from '../../src/store/db.ts';
+import * as g from '../helpers/gateway.ts';
+
+const redisUrl = process.env.TEST_REDIS_URL;
+const binFile = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/tollgate.mjs');
+const startTimeoutMs = 60_000;
+const stopTimeoutMs = 15_000;
+
+interface TollgateProcess {
+  url: string;
+  output(): string;
+  /** SIGTERM, then the exit code of the clean shutdown. */
+  stop(): Promise<number | null>;
+}
+
+/** Starts `tollgate start` as its own OS process and waits until it listens. */
+async function startTollgate(env: Record<string, string>): Promise<TollgateProcess> {
+  const child = spawn(process.execPath, [binFile, 'start'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`tollgate did not start in ${startTimeoutMs} ms:\n${output}`)), startTimeoutMs);
+    const listening = () => {
+      const m = /Tollgate is running on (http:\/\/\S+)/.exec(output);
+      if (!m) return;
+      clearTimeout(timer);
+      child.stdout.off('data', listening);
+      resolve(m[1]);
+    };
+    child.stdout.on('data', listening);
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`tollgate exited with ${code} before listening:\n${output}`));
+    });
+  });
+  return {
+    url,
+    output: () => output,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), stopTimeoutMs);
+      const code = await exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
+
+interface Outcome {
+  via: 'a' | 'b';
+  status: number;
+  code: string | null;
+  retryAfter: string | null;
+  totalTokens: number | null;
+}
+
+describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate processes', () => {
+  const prefix = `test:rl:${randomUUID()}`;
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tollgate-processes-'));
+  let database: TestDatabase;
+  let store: Store;
+  let redis: Redis;
+  let a: TollgateProcess;
+  let b: TollgateProcess;
+  let model: string;
+  const admin = () => ({ admin: adminCall(a.url) });
+
+  beforeAll(async () => {
+    database = await createTestDatabase(pgUrl ? 'postgres' : 'sqlite');
+    const env = {
+      PORT: '0',
+      HOST: '127.0.0.1',
+      DATABASE_URL: database.url,
+      DB_POOL_SIZE: '4',
+      REDIS_URL: redisUrl!,
+      RATE_LIMIT_PREFIX: prefix,
+      // Closed: a process that could not reach Redis would refuse with rate_limiter_unavailable, never admit uncounted.
+      RATE_LIMIT_FAIL_OPEN: 'false',
+      TOLLGATE_MASTER_KEY: testMasterKey,
+      TOLLGATE_SECRET_KEY: randomBytes(32).toString('hex'),
+      TOLLGATE_DATA_DIR: dataDir,
+      LOG_LEVEL: 'warn',
+    };
+    // One after the other: the first migrates the database, and the second starts once the
+    // catalog exists (each process reloads another's catalog changes only every 30 s).
+    a = await startTollgate(env);
+    const provider = await g.addProvider(admin(), { type: 'sandbox' });
+    model = (await g.addModel(admin(), { providerId: provider.id, upstreamModel: 'sandbox-chat' })).name;
+    b = await startTollgate(env);
+    store = await openStore(database.url, { poolSize: 2 });
+    redis = new Redis(redisUrl!);
+  }, 2 * startTimeoutMs);
+
+  afterAll(async () => {
+    const codes = await Promise.all([a?.stop(), b?.stop()]);
+    expect(codes, `${a?.output()}\n${b?.output()}`).toEqual([0, 0]);
+    await store?.close();
+    if (redis) {
+      const keys = await redis.keys(`${prefix}:*`);
+      if (keys.length > 0) await redis.del(...keys);
+      await redis.quit();
+    }
+    await database?.drop();
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }, 2 * stopTimeoutMs);
+
+  /** A workspace with credits and one key with these limits, and an OpenAI client on each process. */
+  const tenant = async (limits: Pick<g.KeySpec, 'rpm' | 'tpm'>) => {
+    const workspaceId = await g.addWorkspace(admin(), '100');
+    const key = await g.addKey(admin(), workspaceId, limits);
+    const client = (url: string) => new OpenAI({ baseURL: `${url}/v1`, apiKey: key.key, maxRetries: 0 });
+    return { workspaceId, keyId: key.id, clients: { a: client(a.url), b: client(b.url) } };
+  };
+
+  const call = async (t: Awaited<ReturnType<typeof tenant>>, via: 'a' | 'b', n: number): Promise<Outcome> => {
+    try {
+      const r = await t.clients[via].chat.completions.create({ model, messages: [{ role: 'user', content: `Shared limit question ${n}.` }] });
+      return { via, status: 200, code: null, retryAfter: null, totalTokens: r.usage!.total_tokens };
+    } catch (err) {
+      if (!(err instanceof APIError)) throw err;
+      return { via, status: err.status ?? 0, code: err.code ?? null, retryAfter: err.headers?.get('retry-after') ?? null, totalTokens: null };
+    }
+  };
+  const alternate = (i: number): 'a' | 'b' => (i % 2 === 0 ? 'a' : 'b');
+
+  const usageRecordsOf = (keyId: string) => store.db.selectFrom('usage_records').select(['id', 'status']).where('key_id', '=', keyId).execute();
+
+  const expectRefusedByLimit = (refused: Outcome[]) => {
+    for (const r of refused) {
+      expect(r).toMatchObject({ status: 429, code: 'rate_limit_exceeded' });
+      expect(Number(r.retryAfter)).toBeGreaterThanOrEqual(1);
+    }
+  };
+
+  it('admits exactly rpm calls in sequence alternating between the processes, each of which alone would admit them all', async () => {
+    const rpm = 4;
+    const t = await tenant({ rpm });
+    const outcomes: Outcome[] = [];
+    for (let i = 0; i < 2 * rpm; i++) outcomes.push(await call(t, alternate(i), i));
+
+    expect(outcomes.map((o) => o.status)).toEqual([...Array(rpm).fill(200), ...Array(rpm).fill(429)]);
+    // Each process admitted only rpm / 2, so its own count never reached the limit: the refusals
+    // came from the count the other process added in Redis.
+    expect(outcomes.filter((o) => o.status === 200 && o.via === 'a')).toHaveLength(rpm / 2);
+    expect(outcomes.filter((o) => o.status === 200 && o.via === 'b')).toHaveLength(rpm / 2);
+    expectRefusedByLimit(outcomes.slice(rpm));
+    expect(await usageRecordsOf(t.keyId)).toHaveLength(rpm);
+  });
+
+  it('admits exactly rpm of many concurrent calls spread over both processes', async () => {
+    const rpm = 10;
+    const t = await tenant({ rpm });
+    const outcomes = await Promise.all(Array.from({ length: 3 * rpm }, (_, i) => call(t, alternate(i), i)));
+
+    const admitted = outcomes.filter((o) => o.status === 200);
+    expect(admitted).toHaveLength(rpm);
+    expectRefusedByLimit(outcomes.filter((o) => o.status !== 200));
+    const records = await usageRecordsOf(t.keyId);
+    expect(records).toHaveLength(rpm);
+    expect(records.every((r) => r.status === 'ok')).toBe(true);
+    const holds = await store.db.selectFrom('holds').select('id').where('workspace_id', '=', t.workspaceId).execute();
+    expect(holds).toHaveLength(rpm);
+  });
+
+  it("refuses once the tokens both processes recorded reach the key's tokens per minute", async () => {
+    const probe = await tenant({});
+    const perCall = (await call(probe, 'a', 0)).totalTokens!;
+    expect(perCall).toBeGreaterThan(0);
+
+    // Three calls fit under 2 × perCall + 1; a process counting only its own calls would admit the
+    // fourth (b has recorded one call) and the fifth (a has recorded two).
+    const t = await tenant({ tpm: 2 * perCall + 1 });
+    /** The key's tokens in Redis (this minute's and, if the minute turned meanwhile, the last one's). */
+    const recorded = async () => {
+      const [c, p] = await redis.hmget(`${prefix}:{${t.keyId}}:tpm`, 'c', 'p');
+      return Number(c ?? 0) + Number(p ?? 0);
+    };
+    const outcomes: Outcome[] = [];
+    let expected = 0;
+    for (let i = 0; i < 5; i++) {
+      const o = await call(t, alternate(i), 0);
+      outcomes.push(o);
+      if (o.status !== 200) continue;
+      expected += o.totalTokens!;
+      // Recording follows the answer (never delays it): wait until it has reached Redis.
+      await g.eventually(async () => (await recorded()) === expected, `${expected} tokens recorded`);
+    }
+
+    expect(outcomes.map((o) => o.status)).toEqual([200, 200, 200, 429, 429]);
+    expect(outcomes.slice(0, 3).map((o) => o.totalTokens)).toEqual([perCall, perCall, perCall]);
+    expectRefusedByLimit(outcomes.slice(3));
+    // Input and output of every admitted call, recorded once, whichever process served it.
+    expect(await recorded()).toBe(3 * perCall);
+    expect(await usageRecordsOf(t.keyId)).toHaveLength(3);
+  });
+});
