@@ -83,4 +83,43 @@ describe.each(engines)('key budgets on %s', (engine) => {
     expect(b.pendingMicros).toBe(c('5'));
     expect(await verifyLedger(t.store.db)).toEqual([]);
   });
+
+  it('answers a replayed budget refusal as the first call: budget_exceeded, with the budget it hit', async () => {
+    const id = (await createWorkspace(t.store.db, { name: 'replayed refusal' }, clock)).id;
+    await ledger.grant({ workspaceId: id, amountMicros: c('100'), source: 'purchase' });
+    const budgets = [{ keyId: 'key_r', period: 'month' as const, limitMicros: c('2') }];
+    const first = await ledger.hold({ workspaceId: id, amountMicros: c('3'), timeoutMs: 60_000, idempotencyKey: 'refused-once', budgets });
+    expect(first).toMatchObject({ ok: false, reason: 'budget_exceeded', budget: budgets[0], replayed: false });
+    const again = await ledger.hold({ workspaceId: id, amountMicros: c('3'), timeoutMs: 60_000, idempotencyKey: 'refused-once', budgets });
+    expect(again).toEqual({ ...first, availableMicros: c('100'), replayed: true });
+    expect((await balanceOf(t.store.db, id)).pendingMicros).toBe(0n);
+  });
+});
+
+describe.each(engines)('late settlement on %s', (engine) => {
+  let t: TestStore;
+  let ledger: Ledger;
+  let clock = Date.UTC(2026, 2, 1);
+  beforeAll(async () => {
+    t = await openTestStore(engine);
+    ledger = new Ledger(t.store, { now: () => clock });
+  });
+  afterAll(async () => t?.close());
+
+  it('posts a settlement after the sweeper expired its hold, and a replay still says it was late', async () => {
+    const id = (await createWorkspace(t.store.db, { name: 'late' }, clock)).id;
+    await ledger.grant({ workspaceId: id, amountMicros: c('10'), source: 'purchase' });
+    const h = await ledger.hold({ workspaceId: id, amountMicros: c('4'), timeoutMs: 1_000, idempotencyKey: 'slow-call' });
+    expect(h.ok).toBe(true);
+    clock += 2_000;
+    expect(await ledger.sweepExpiredHolds()).toBe(1);
+    expect((await balanceOf(t.store.db, id)).pendingMicros).toBe(0n);
+    const settled = await ledger.settle({ workspaceId: id, holdId: h.holdId, actualMicros: c('1.5') });
+    expect(settled).toMatchObject({ chargedMicros: c('1.5'), releasedMicros: 0n, balanceAfterMicros: c('8.5'), late: true, replayed: false });
+    const replay = await ledger.settle({ workspaceId: id, holdId: h.holdId, actualMicros: c('1.5') });
+    expect(replay).toEqual({ ...settled, replayed: true });
+    const b = await balanceOf(t.store.db, id);
+    expect(b).toMatchObject({ balanceMicros: c('8.5'), pendingMicros: 0n, availableMicros: c('8.5') });
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
 });

@@ -248,6 +248,7 @@ export class Ledger {
         nowMs,
         admitted ? null : nowMs,
         counterIds.length > 0 ? JSON.stringify(counterIds) : null,
+        overBudget ? JSON.stringify({ reason: 'budget_exceeded', budget: { ...overBudget.limit, limitMicros: overBudget.limit.limitMicros.toString() } }) : null,
       ]);
 
       if (!inserted) {
@@ -289,7 +290,7 @@ export class Ledger {
       const nowMs = this.now();
       const transferId = actual > 0n ? newId('txn', nowMs) : null;
       const claim = async (from: 'pending' | 'expired') =>
-        (await queryRows<{ amount_micros: unknown; budget_ids: string | null }>(tx, engine, sqlClaimHold, [actual, transferId, nowMs, input.holdId, accountId, from]))[0];
+        (await queryRows<{ amount_micros: unknown; budget_ids: string | null }>(tx, engine, sqlClaimHold, [actual, transferId, nowMs, from === 'expired' ? 1 : 0, input.holdId, accountId, from]))[0];
       let late = false;
       let claimed = await claim('pending');
       if (!claimed) {
@@ -503,12 +504,12 @@ const sqlReserve = prepare(`
   returning credits_posted, debits_posted, debits_pending, overdraft_limit_micros`);
 const sqlInsertHold = prepare(`
   insert into holds (id, account_id, workspace_id, amount_micros, status, idempotency_key, ref, expires_at,
-    settled_micros, transfer_id, created_at, resolved_at, budget_ids)
-  values (?, ?, ?, ?, ?, ?, ?, ?, null, null, ?, ?, ?)
+    settled_micros, transfer_id, created_at, resolved_at, budget_ids, rejection)
+  values (?, ?, ?, ?, ?, ?, ?, ?, null, null, ?, ?, ?, ?)
   on conflict (idempotency_key) do nothing
   returning id`);
 const sqlClaimHold = prepare(`
-  update holds set status = 'settled', settled_micros = ?, transfer_id = ?, resolved_at = ?
+  update holds set status = 'settled', settled_micros = ?, transfer_id = ?, resolved_at = ?, settled_late = ?
   where id = ? and account_id = ? and status = ?
   returning amount_micros, budget_ids`);
 const sqlPostSettle = prepare(`
@@ -541,14 +542,20 @@ async function availableOf(tx: Tx, accountId: string): Promise<bigint | null> {
 async function replayHold(tx: Tx, key: string, accountId: string, amount: bigint): Promise<HoldResult> {
   const h = await tx
     .selectFrom('holds')
-    .select(['id', 'account_id', 'amount_micros', 'status', 'expires_at'])
+    .select(['id', 'account_id', 'amount_micros', 'status', 'expires_at', 'rejection'])
     .where('idempotency_key', '=', key)
     .executeTakeFirstOrThrow();
   if (h.account_id !== accountId || toBigInt(h.amount_micros) !== amount) {
     throw conflict('idempotency_key_reused', `Idempotency key '${key}' was already used for a different hold.`);
   }
   if (h.status === 'rejected') {
-    return { ok: false, reason: 'insufficient_credits', holdId: h.id, availableMicros: (await availableOf(tx, accountId)) ?? 0n, replayed: true };
+    const availableMicros = (await availableOf(tx, accountId)) ?? 0n;
+    const rejection = h.rejection ? (JSON.parse(h.rejection) as { reason: string; budget: { keyId: string; period: BudgetLimit['period']; limitMicros: string } }) : null;
+    if (rejection?.reason === 'budget_exceeded') {
+      const budget: BudgetLimit = { ...rejection.budget, limitMicros: BigInt(rejection.budget.limitMicros) };
+      return { ok: false, reason: 'budget_exceeded', holdId: h.id, availableMicros, budget, replayed: true };
+    }
+    return { ok: false, reason: 'insufficient_credits', holdId: h.id, availableMicros, replayed: true };
   }
   return {
     ok: true,
@@ -563,7 +570,7 @@ async function replayHold(tx: Tx, key: string, accountId: string, amount: bigint
 async function replaySettle(tx: Tx, input: SettleInput, accountId: string): Promise<SettleResult> {
   const h = await tx
     .selectFrom('holds')
-    .select(['status', 'settled_micros', 'transfer_id', 'amount_micros'])
+    .select(['status', 'settled_micros', 'transfer_id', 'amount_micros', 'settled_late'])
     .where('id', '=', input.holdId)
     .where('account_id', '=', accountId)
     .executeTakeFirst();
@@ -583,14 +590,16 @@ async function replaySettle(tx: Tx, input: SettleInput, accountId: string): Prom
     const a = await tx.selectFrom('accounts').select(['credits_posted', 'debits_posted']).where('id', '=', accountId).executeTakeFirstOrThrow();
     balanceAfter = toBigInt(a.credits_posted) - toBigInt(a.debits_posted);
   }
+  // A late settlement released nothing: the sweeper had already released its reservation.
+  const late = Number(h.settled_late) === 1;
   return {
     holdId: input.holdId,
     transferId: h.transfer_id,
     chargedMicros: settled,
-    releasedMicros: max(toBigInt(h.amount_micros) - settled, 0n),
+    releasedMicros: late ? 0n : max(toBigInt(h.amount_micros) - settled, 0n),
     balanceAfterMicros: balanceAfter,
     overdrawnMicros: overdrawn,
-    late: false,
+    late,
     replayed: true,
   };
 }

@@ -95,6 +95,8 @@ export interface HoldsTable {
   created_at: Int;
   resolved_at: NullableInt;
   budget_ids: string | null;
+  settled_late: ColumnType<number, number | undefined, number>;
+  rejection: string | null;
 }
 
 export interface IdempotencyKeysTable {

@@ -47,6 +47,7 @@ export interface ModelHold {
   /** What the settlement's transfer recorded (null when settled at zero: no transfer). */
   settleBalanceAfter: bigint | null;
   settleOverdrawn: bigint;
+  settledLate: boolean;
   holdId: string | null;
 }
 
@@ -205,6 +206,7 @@ export class LedgerModel {
       settled: null,
       settleBalanceAfter: null,
       settleOverdrawn: 0n,
+      settledLate: false,
       holdId: null,
     });
     if (!admitted) return { ok: { ok: false, fresh: true, holdKey: input.idempotencyKey, available: this.available(input.workspaceId) } };
@@ -225,15 +227,14 @@ export class LedgerModel {
     const a = this.#account(workspaceId);
     if (h.status === 'settled') {
       if (h.settled !== actual) return { error: 'hold_already_settled' };
-      // A replay answers from what was stored. A late settlement's replay reports late: false and
-      // the release of an on-time one: the hold row does not remember it was late (see report).
+      // A replay answers from what was stored, a late settlement's included.
       return {
         ok: {
           charged: actual,
-          released: max(h.amount - actual, 0n),
+          released: h.settledLate ? 0n : max(h.amount - actual, 0n),
           balanceAfter: h.settleBalanceAfter ?? a.credits - a.debits,
           overdrawn: h.settleOverdrawn,
-          late: false,
+          late: h.settledLate,
           replayed: true,
           hasTransfer: actual > 0n,
         },
@@ -253,6 +254,7 @@ export class LedgerModel {
       this.#log(workspaceId, { kind: 'usage', amount: -actual, balanceAfter, overdrawn });
     }
     h.status = 'settled';
+    h.settledLate = late;
     h.settled = actual;
     h.settleBalanceAfter = actual > 0n ? balanceAfter : null;
     h.settleOverdrawn = overdrawn;
