@@ -8,6 +8,7 @@ import pg from 'pg';
 import { Kysely, PostgresDialect, SqliteDialect, SqliteDriver, type DatabaseConnection } from 'kysely';
 import { CompiledQuery } from 'kysely';
 import type { Database } from './schema.ts';
+import { postgresStatementNames } from './prepared.ts';
 
 export type Engine = 'sqlite' | 'postgres';
 
@@ -47,6 +48,7 @@ export async function openStore(url: string, opts: StoreOptions = {}): Promise<S
   const engine = engineOf(url);
   if (engine === 'postgres') {
     const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? pgDefaultPoolSize });
+    pool.on('connect', usePreparedStatements);
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, engine, location: redactUrl(url), close: () => db.destroy() };
   }
@@ -60,6 +62,22 @@ export async function openStore(url: string, opts: StoreOptions = {}): Promise<S
   raw.defaultSafeIntegers(true);
   const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: cachingDatabase(raw) }) });
   return { db, engine, location: `sqlite:${file}`, close: () => db.destroy() };
+}
+
+/**
+ * Runs the hot path's statements (src/store/prepared.ts) as named prepared statements on this
+ * connection; everything else goes through unchanged.
+ */
+function usePreparedStatements(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  client.query = ((...args: unknown[]) => {
+    const [text, values] = args;
+    if (args.length === 2 && typeof text === 'string' && Array.isArray(values)) {
+      const name = postgresStatementNames.get(text);
+      if (name) return query({ name, text, values });
+    }
+    return query(...args);
+  }) as typeof client.query;
 }
 
 /** better-sqlite3 behind a prepared-statement cache: Kysely prepares every query afresh otherwise. */

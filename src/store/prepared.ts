@@ -12,11 +12,18 @@ export interface Prepared {
   readonly postgres: string;
 }
 
+/**
+ * PostgreSQL texts of the prepared statements, with the name each is prepared under on a
+ * connection (see `openStore`): the server parses and plans each once per connection, not per call.
+ */
+export const postgresStatementNames = new Map<string, string>();
+
 /** A statement for both engines from one text with `?` placeholders (none may sit inside a string literal). */
 export function prepare(text: string): Prepared {
   const sqlite = text.replace(/\s+/g, ' ').trim();
   let n = 0;
   const postgres = sqlite.replace(/\?/g, () => `$${++n}`);
+  if (!postgresStatementNames.has(postgres)) postgresStatementNames.set(postgres, `tg_${postgresStatementNames.size + 1}`);
   return { sqlite, postgres };
 }
 
