@@ -14,6 +14,8 @@ import { anthropicFormat, openAIFormat } from './formats.ts';
 import { handleChat } from './chat.ts';
 import { handleEmbeddings, handleImages } from './embeddings.ts';
 import { authenticate, type GatewayDeps } from './pipeline.ts';
+import { budgetUsageOf, getApiKey } from '../auth/keys.ts';
+import { apiKeyView } from '../api/admin/keys.ts';
 
 /** Prompts with images can be large; anything beyond this is refused before parsing. */
 export const gatewayBodyLimitBytes = 20 * 1024 * 1024;
@@ -84,8 +86,13 @@ export async function gatewayRoutes(app: FastifyInstance, deps: GatewayDeps) {
     const rows = await q.orderBy('id', 'desc').limit(limit + 1).execute();
     const page = rows.slice(0, limit);
     void reply;
+    // The calling key's own counters: spend and requests so far, and its current budget period.
+    const own = await getApiKey(deps.db, key.workspaceId, key.id);
+    const { keyDefaults } = await deps.workspaces.get(key.workspaceId);
+    const budgets = await budgetUsageOf(deps.db, [own], keyDefaults);
     return {
       object: 'list',
+      key: apiKeyView(own, keyDefaults, budgets.get(own.id)),
       data: page.map((r) => ({
         id: r.id,
         object: 'usage_record',

@@ -505,6 +505,9 @@ describe.each(engines)('OpenAI SDK → gateway → OpenAI upstream on %s', (engi
       expect(JSON.stringify(r)).not.toContain(marker);
     }
     expect(usage.data.map((r: any) => g.micros(r.credits)).reduce((x: bigint, y: bigint) => x + y, 0n)).toBe(charges[0] + charges[1]);
+    // The calling key's own counters: what it spent and how many calls it made.
+    expect(usage.key).toMatchObject({ id: t.keyId, object: 'api_key', spend: g.credits(charges[0] + charges[1]), requests: 2 });
+    expect(JSON.stringify(usage.key)).not.toMatch(/hash/);
 
     const chatOnly = await tenant('1', { scopes: ['chat.completions'] });
     for (const path of ['/v1/balance', '/v1/usage']) {
