@@ -22,6 +22,8 @@ export interface Config {
   rateLimitPrefix: string;
   sqliteSynchronous: 'NORMAL' | 'FULL';
   dbPoolSize: number;
+  /** PostgreSQL: run the hot path's statements as named prepared statements (off behind PgBouncer in transaction mode). */
+  pgPreparedStatements: boolean;
 }
 
 const defaultDatabaseUrl = 'sqlite:./data/tollgate.db';
@@ -46,6 +48,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const failOpen = (env.RATE_LIMIT_FAIL_OPEN ?? '').trim().toLowerCase() || 'true';
   if (failOpen !== 'true' && failOpen !== 'false') throw new Error(`RATE_LIMIT_FAIL_OPEN must be true or false (got '${env.RATE_LIMIT_FAIL_OPEN}')`);
   const rateLimitPrefix = env.RATE_LIMIT_PREFIX?.trim() || defaultKeyPrefix;
+  const prepared = (env.PG_PREPARED_STATEMENTS ?? '').trim().toLowerCase() || 'true';
+  if (prepared !== 'true' && prepared !== 'false') throw new Error(`PG_PREPARED_STATEMENTS must be true or false (got '${env.PG_PREPARED_STATEMENTS}')`);
   const masterKey = env.TOLLGATE_MASTER_KEY?.trim() || null;
   if (masterKey !== null && masterKey.length < 16) throw new Error('TOLLGATE_MASTER_KEY must be at least 16 characters');
   return {
@@ -62,5 +66,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitPrefix,
     sqliteSynchronous: sync,
     dbPoolSize: Number(env.DB_POOL_SIZE ?? 10),
+    pgPreparedStatements: prepared === 'true',
   };
 }

@@ -24,7 +24,7 @@ export interface Running {
 }
 
 export async function openAndMigrate(config: Config, log: Logger): Promise<Store> {
-  const store = await openStore(config.databaseUrl, { poolSize: config.dbPoolSize, sqliteSynchronous: config.sqliteSynchronous });
+  const store = await openStore(config.databaseUrl, { poolSize: config.dbPoolSize, sqliteSynchronous: config.sqliteSynchronous, pgPreparedStatements: config.pgPreparedStatements });
   const applied = await migrateToLatest(store);
   if (applied.length > 0) log.info({ migrations: applied }, 'database migrated');
   await ensureOperatorAccounts(store.db, Date.now());
@@ -67,10 +67,11 @@ export async function startServer(config: Config = loadConfig(), log: Logger = c
       stopRequestLogRetention();
       ctx.catalog.close();
       await app.close();
-      // After the last call has answered: what its settlement started still reaches Redis and the store.
-      await ctx.rateLimiter.close();
+      // After the last call has answered: what its settlement started still reaches the store
+      // (first, so a Redis that hangs cannot keep a write from it) and Redis.
       await ctx.requestLogs.drain();
       await ledger.committer.drain();
+      await ctx.rateLimiter.close();
       await store.close();
     },
   };

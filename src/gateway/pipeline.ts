@@ -314,10 +314,13 @@ export async function callUpstream(
       const upstreamErr = adapter.parseError(answer.status, await answer.text().catch(() => ''));
       record.error = upstreamErr.type;
       last = upstreamFailure(upstreamErr);
-      // A 4xx caused by the request would fail on every route: answer it at once. A 401 or 403 is
-      // the operator's credential being refused, not the request: count it and try the next route.
-      const credentialRefused = answer.status === 401 || answer.status === 403;
-      if (!upstreamErr.retryable && !credentialRefused) return { ok: false, error: last };
+      // A 4xx caused by the request would fail on every route: answer it at once. A 401 is the
+      // operator's credential being refused: it counts against that credential's circuit and the
+      // next route is tried. A 403 may be either (a revoked account, or a file the request names
+      // that the provider will not open), so it falls back without counting: a customer's bad
+      // request must never open a circuit every other customer depends on.
+      if (answer.status === 403) continue;
+      if (!upstreamErr.retryable && answer.status !== 401) return { ok: false, error: last };
       reportFailure(deps, candidate, `HTTP ${answer.status} ${upstreamErr.type}`);
     } catch (err) {
       record.latencyMs = Math.round(performance.now() - began);

@@ -248,7 +248,13 @@ export class Ledger {
         nowMs,
         admitted ? null : nowMs,
         counterIds.length > 0 ? JSON.stringify(counterIds) : null,
-        overBudget ? JSON.stringify({ reason: 'budget_exceeded', budget: { ...overBudget.limit, limitMicros: overBudget.limit.limitMicros.toString() } }) : null,
+        overBudget
+          ? JSON.stringify({
+              reason: 'budget_exceeded',
+              budget: { ...overBudget.limit, limitMicros: overBudget.limit.limitMicros.toString() },
+              remainingMicros: overBudget.remainingMicros.toString(),
+            })
+          : null,
       ]);
 
       if (!inserted) {
@@ -550,10 +556,13 @@ async function replayHold(tx: Tx, key: string, accountId: string, amount: bigint
   }
   if (h.status === 'rejected') {
     const availableMicros = (await availableOf(tx, accountId)) ?? 0n;
-    const rejection = h.rejection ? (JSON.parse(h.rejection) as { reason: string; budget: { keyId: string; period: BudgetLimit['period']; limitMicros: string } }) : null;
+    const rejection = h.rejection
+      ? (JSON.parse(h.rejection) as { reason: string; budget: { keyId: string; period: BudgetLimit['period']; limitMicros: string }; remainingMicros: string })
+      : null;
     if (rejection?.reason === 'budget_exceeded') {
       const budget: BudgetLimit = { ...rejection.budget, limitMicros: BigInt(rejection.budget.limitMicros) };
-      return { ok: false, reason: 'budget_exceeded', holdId: h.id, availableMicros, budget, replayed: true };
+      // As first answered: what the balance and the budget (as it stood then) both allow.
+      return { ok: false, reason: 'budget_exceeded', holdId: h.id, availableMicros: min(availableMicros, BigInt(rejection.remainingMicros)), budget, replayed: true };
     }
     return { ok: false, reason: 'insufficient_credits', holdId: h.id, availableMicros, replayed: true };
   }

@@ -25,6 +25,8 @@ export interface StoreOptions {
   poolSize?: number;
   /** SQLite `synchronous`: NORMAL survives a process crash, FULL also a power loss. */
   sqliteSynchronous?: 'NORMAL' | 'FULL';
+  /** PostgreSQL: named prepared statements for the hot path (default true; false behind PgBouncer in transaction mode). */
+  pgPreparedStatements?: boolean;
 }
 
 const sqliteBusyTimeoutMs = 5000;
@@ -48,7 +50,7 @@ export async function openStore(url: string, opts: StoreOptions = {}): Promise<S
   const engine = engineOf(url);
   if (engine === 'postgres') {
     const pool = new pg.Pool({ connectionString: url, max: opts.poolSize ?? pgDefaultPoolSize });
-    pool.on('connect', usePreparedStatements);
+    if (opts.pgPreparedStatements ?? true) pool.on('connect', usePreparedStatements);
     const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
     return { db, engine, location: redactUrl(url), close: () => db.destroy() };
   }

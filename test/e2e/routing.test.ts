@@ -308,6 +308,23 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
       expect(await circuitOf(pa.credentialId)).toBeNull();
     });
 
+    it('falls back on a 403 without counting it against the credential: a request can cause one', async () => {
+      const { a, b, pa, pb, m } = await primaryAndBackup();
+      const t = await tenant('10');
+      a.set({ fail: { count: 6, status: 403, message: 'The caller does not have permission.' } });
+      for (let i = 0; i < 6; i++) {
+        const call = await chat(t, m.name);
+        expect(call.data.choices[0].message.content).toBe(b.reply);
+        expect((await audit(call.requestId)).routeDecision.attempts).toMatchObject([
+          { providerId: pa.id, status: 403 },
+          { providerId: pb.id, status: 200, error: null },
+        ]);
+      }
+      expect(a.calls()).toBe(6);
+      // Six 403s, more than the breaker's five failures: A's circuit never opened, it never counted.
+      expect(await circuitOf(pa.credentialId)).toBeNull();
+    });
+
     it('answers a clean error, charging nothing, when every route fails', async () => {
       const { a, b, m } = await primaryAndBackup();
       const t = await tenant('10');
