@@ -6,7 +6,7 @@ import { sql } from 'kysely';
 import type { Logger } from 'pino';
 import type { Config } from './config.ts';
 import type { Store } from './store/db.ts';
-import type { Ledger } from './ledger/ledger.ts';
+import type { LedgerApi } from './ledger/ledger.ts';
 import type { SecretBox } from './lib/secrets.ts';
 import { newId } from './lib/ids.ts';
 import { requireMasterKey } from './auth/admin.ts';
@@ -33,7 +33,7 @@ import { RequestLogWriter } from './gateway/request-logging.ts';
 export interface AppContext {
   config: Config;
   store: Store;
-  ledger: Ledger;
+  ledger: LedgerApi;
   secrets: SecretBox;
   masterKeyDigest: string;
   onboarding: Onboarding;

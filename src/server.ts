@@ -49,6 +49,7 @@ export async function startServer(config: Config = loadConfig(), log: Logger = c
     // The rate limiter's Redis connection and the catalog's timer would otherwise keep the failed process alive.
     ctx.catalog.close();
     await ctx.rateLimiter.close();
+    await ledger.close();
     await store.close();
     throw err;
   }
@@ -70,7 +71,7 @@ export async function startServer(config: Config = loadConfig(), log: Logger = c
       // After the last call has answered: what its settlement started still reaches the store
       // (first, so a Redis that hangs cannot keep a write from it) and Redis.
       await ctx.requestLogs.drain();
-      await ledger.committer.drain();
+      await ledger.close();
       await ctx.rateLimiter.close();
       await store.close();
     },

@@ -7,8 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Database } from '../store/schema.ts';
-import type { Ledger, SettleResult } from '../ledger/ledger.ts';
-import type { Tx } from '../ledger/committer.ts';
+import type { LedgerApi } from '../ledger/ledger.ts';
 import { AppError } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import { formatCredits } from '../ledger/money.ts';
@@ -27,11 +26,11 @@ import { effectiveLimits, type KeyLimits, type WorkspaceEntry } from '../workspa
 import { periodEnd, type BudgetLimit } from '../ledger/budgets.ts';
 import { defaultOutputAllowanceTokens, type GatewaySettings, type SettingsCache } from './context.ts';
 import { sendUpstream, UpstreamTimeout, type UpstreamAnswer } from './upstream.ts';
-import { execute, prepare } from '../store/prepared.ts';
+import type { LedgerRecord } from '../ledger/records.ts';
 
 export interface GatewayDeps {
   db: Kysely<Database>;
-  ledger: Ledger;
+  ledger: LedgerApi;
   catalog: CatalogCache;
   keys: KeyCache;
   settings: SettingsCache;
@@ -375,7 +374,7 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
   const latencyMs = Math.round(performance.now() - call.startedPerf);
   const ttfbMs = call.firstBytePerf === null ? null : Math.round(call.firstBytePerf - call.startedPerf);
   if (!producedSomething) {
-    await deps.ledger.void(key.workspaceId, call.holdId, (tx) => insertUsage(deps, tx, call, outcome, null, 0n, latencyMs, ttfbMs));
+    await deps.ledger.void(key.workspaceId, call.holdId, [usageRecord(call, outcome, 0n, latencyMs, ttfbMs, false)]);
     return { chargedMicros: 0n, balanceAfterMicros: 0n };
   }
   const rate = (outcome.candidate ?? call.plan.candidates[0]).rate;
@@ -387,10 +386,8 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
     model: call.model.name,
     tag: call.endpoint,
     ref: call.requestId,
-    attach: async (tx, settled, batch) => {
-      await insertUsage(deps, tx, call, outcome, settled, charge, latencyMs, ttfbMs);
-      batch.addKeyUsage(key.id, charge, call.startedAtMs);
-    },
+    records: [usageRecord(call, outcome, charge, latencyMs, ttfbMs, true)],
+    keyUsage: { keyId: key.id, usedAtMs: call.startedAtMs },
   });
   return { chargedMicros: result.chargedMicros, balanceAfterMicros: result.balanceAfterMicros };
 }
@@ -403,62 +400,49 @@ export async function abandon(deps: GatewayDeps, call: CallState, errorCode: str
   });
 }
 
-async function insertUsage(
-  deps: GatewayDeps,
-  tx: Tx,
-  call: CallState,
-  outcome: Outcome,
-  settled: SettleResult | null,
-  charge: bigint,
-  latencyMs: number,
-  ttfbMs: number | null,
-): Promise<void> {
+/** The call's usage record, as data the ledger writes in the settlement's (or void's) transaction. */
+function usageRecord(call: CallState, outcome: Outcome, charge: bigint, latencyMs: number, ttfbMs: number | null, settled: boolean): LedgerRecord {
   const route = outcome.candidate?.route ?? null;
   const cost = route?.cost ? costNanos(route.cost, outcome.usage) : null;
   // Credits are denominated in the operator's currency (as in the admin API's margins): one
   // credit is one unit of the cost's currency, so margin = charge − cost in nano-units.
   const margin = cost !== null ? charge * 1000n - cost : null;
   const usage = outcome.usage;
-  await execute(tx, deps.ledger.store.engine, sqlInsertUsage, [
-    call.requestId,
-    call.key.workspaceId,
-    call.key.id,
-    call.endpoint,
-    call.model.name,
-    route?.provider.id ?? null,
-    route?.upstreamModel ?? null,
-    route?.id ?? null,
-    (outcome.candidate ?? call.plan.candidates[0]).rate.id,
-    usage.inputTokens,
-    usage.cachedInputTokens,
-    usage.outputTokens,
-    usage.reasoningTokens,
-    usage.images,
-    outcome.estimated ? 1 : 0,
-    cost,
-    route?.cost?.currency ?? null,
-    charge,
-    margin,
-    settled?.balanceAfterMicros ?? null,
-    call.holdId,
-    settled?.transferId ?? null,
-    outcome.status,
-    outcome.errorCode,
-    call.stream ? 1 : 0,
-    latencyMs,
-    ttfbMs,
-    Math.max(call.attempts.length, 1),
-    JSON.stringify(routeSummary(call, outcome)),
-    call.startedAtMs,
-  ]);
+  return {
+    table: 'usage_records',
+    values: {
+      id: call.requestId,
+      workspace_id: call.key.workspaceId,
+      key_id: call.key.id,
+      endpoint: call.endpoint,
+      model: call.model.name,
+      provider_id: route?.provider.id ?? null,
+      upstream_model: route?.upstreamModel ?? null,
+      route_id: route?.id ?? null,
+      rate_id: (outcome.candidate ?? call.plan.candidates[0]).rate.id,
+      input_tokens: usage.inputTokens,
+      cached_input_tokens: usage.cachedInputTokens,
+      output_tokens: usage.outputTokens,
+      reasoning_tokens: usage.reasoningTokens,
+      images: usage.images,
+      estimated: outcome.estimated ? 1 : 0,
+      cost_nanos: cost,
+      cost_currency: route?.cost?.currency ?? null,
+      charge_micros: charge,
+      margin_nanos: margin,
+      hold_id: call.holdId,
+      status: outcome.status,
+      error_code: outcome.errorCode,
+      stream: call.stream ? 1 : 0,
+      latency_ms: latencyMs,
+      ttfb_ms: ttfbMs,
+      attempts: Math.max(call.attempts.length, 1),
+      route_summary: JSON.stringify(routeSummary(call, outcome)),
+      created_at: call.startedAtMs,
+    },
+    ...(settled ? { fill: { balanceAfterMicros: 'balance_after_micros', transferId: 'transfer_id' } } : {}),
+  };
 }
-
-const sqlInsertUsage = prepare(`
-  insert into usage_records (id, workspace_id, key_id, endpoint, model, provider_id, upstream_model, route_id, rate_id,
-    input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, images, estimated, cost_nanos, cost_currency,
-    charge_micros, margin_nanos, balance_after_micros, hold_id, transfer_id, status, error_code, stream, latency_ms,
-    ttfb_ms, attempts, route_summary, created_at)
-  values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`);
 
 /** The audit of a call's route decision: what was chosen, how, every attempt and every skipped route. */
 export function routeSummary(call: CallState, outcome: Pick<Outcome, 'candidate'> | null) {

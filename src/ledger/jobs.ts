@@ -1,12 +1,12 @@
 // The ledger's background work in every process: void holds past their timeout and expire lots
 // past their expiry. Both are safe to run in several processes at once (conditional updates).
 import type { Logger } from 'pino';
-import type { Ledger } from './ledger.ts';
+import type { LedgerApi } from './ledger.ts';
 
 export const holdSweepIntervalMs = 10_000;
 export const lotExpiryIntervalMs = 60_000;
 
-export function startLedgerJobs(ledger: Ledger, log: Logger): () => void {
+export function startLedgerJobs(ledger: LedgerApi, log: Logger): () => void {
   const run = (name: string, job: () => Promise<number>) => async () => {
     try {
       const n = await job();

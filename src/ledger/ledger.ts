@@ -12,6 +12,7 @@ import { burnLots, lockAccount, max, min } from './lots.ts';
 import { parseCounterIds, postBudgets, releaseBudgets, reserveBudgets, type BudgetLimit } from './budgets.ts';
 import { maxAbsMicros, maxAccountMicros, toBigInt } from './money.ts';
 import { execute, prepare, queryRows } from '../store/prepared.ts';
+import { insertRecords, type LedgerRecord } from './records.ts';
 
 export interface GrantInput {
   workspaceId: string;
@@ -53,11 +54,10 @@ export interface SettleInput {
   tag?: string | null;
   ref?: string | null;
   note?: string | null;
-  /**
-   * Runs inside the settlement's own transaction, after it: a record written here (the gateway's
-   * usage record) commits if and only if the debit does.
-   */
-  attach?: (tx: Tx, result: SettleResult, batch: Batch) => Promise<void>;
+  /** Rows written in the settlement's own transaction (the gateway's usage record): they commit if and only if the debit does. */
+  records?: LedgerRecord[];
+  /** The API key whose spend and request count this settlement adds to, and when it was used. */
+  keyUsage?: { keyId: string; usedAtMs: number };
 }
 
 export interface SettleResult {
@@ -84,12 +84,35 @@ export interface LedgerOptions extends CommitterOptions {
   now?: () => number;
 }
 
+/**
+ * What the rest of Tollgate uses of the ledger: plain data in and out (records travel as rows,
+ * not callbacks), so the writes can move (to a worker, to balance leases) without changing callers.
+ */
+export interface LedgerApi {
+  grant(input: GrantInput): Promise<GrantResult>;
+  hold(input: HoldInput): Promise<HoldResult>;
+  settle(input: SettleInput): Promise<SettleResult>;
+  void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult>;
+  sweepExpiredHolds(limit?: number): Promise<number>;
+  expireLots(limit?: number): Promise<number>;
+  setLimits(workspaceId: string, limits: LedgerLimits): Promise<void>;
+  /** Resolves once every write submitted so far has committed or failed. */
+  drain(): Promise<void>;
+  /** Drains, then lets go of what the ledger holds of its own. */
+  close(): Promise<void>;
+}
+
+export interface LedgerLimits {
+  overdraftLimitMicros?: bigint;
+  warningLimitMicros?: bigint | null;
+}
+
 export const defaultLotPriority = 10;
 const maxNoteChars = 500;
 const maxKeyChars = 255;
 const maxHoldTimeoutMs = 24 * 60 * 60 * 1000;
 
-export class Ledger {
+export class Ledger implements LedgerApi {
   readonly store: Store;
   readonly committer: GroupCommitter;
   readonly now: () => number;
@@ -342,14 +365,16 @@ export class Ledger {
         late,
         replayed: false,
       };
-      if (input.attach) await input.attach(tx, result, batch);
+      await insertRecords(tx, engine, input.records, result);
+      if (input.keyUsage) batch.addKeyUsage(input.keyUsage.keyId, actual, input.keyUsage.usedAtMs);
       return result;
     });
   }
 
   /** Releases a hold without charging anything. */
-  async void(workspaceId: string, holdId: string, attach?: (tx: Tx, result: VoidResult) => Promise<void>): Promise<VoidResult> {
+  async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
     const accountId = workspaceAccountId(workspaceId);
+    const engine = this.store.engine;
     return this.committer.submit(accountId, async (tx) => {
       const nowMs = this.now();
       const claimed = await tx
@@ -370,7 +395,7 @@ export class Ledger {
       await releasePending(tx, accountId, amount);
       await releaseBudgets(tx, parseCounterIds(claimed.budget_ids), amount);
       const result: VoidResult = { holdId, status: 'voided', releasedMicros: amount, replayed: false };
-      if (attach) await attach(tx, result);
+      await insertRecords(tx, engine, records, { balanceAfterMicros: null, transferId: null });
       return result;
     });
   }
@@ -473,8 +498,17 @@ export class Ledger {
     return results.reduce<number>((a, b) => a + b, 0);
   }
 
+  drain(): Promise<void> {
+    return this.committer.drain();
+  }
+
+  /** The store is the caller's: closing the ledger only waits for its writes. */
+  close(): Promise<void> {
+    return this.drain();
+  }
+
   /** Sets a workspace's overdraft limit and/or warning limit (null clears the warning limit). */
-  async setLimits(workspaceId: string, limits: { overdraftLimitMicros?: bigint; warningLimitMicros?: bigint | null }): Promise<void> {
+  async setLimits(workspaceId: string, limits: LedgerLimits): Promise<void> {
     if (limits.overdraftLimitMicros !== undefined) validateAmount(limits.overdraftLimitMicros, 'overdraftLimit', true);
     if (limits.warningLimitMicros != null) validateAmount(limits.warningLimitMicros, 'warningLimit', true);
     const accountId = workspaceAccountId(workspaceId);

@@ -2,7 +2,7 @@
 // as a `starter` lot under an idempotency key derived from the workspace, so it happens once.
 import type { Kysely } from 'kysely';
 import type { Database } from '../store/schema.ts';
-import type { Ledger } from '../ledger/ledger.ts';
+import type { LedgerApi } from '../ledger/ledger.ts';
 import { getSetting } from '../store/settings.ts';
 import { parseCredits } from '../ledger/money.ts';
 import { createWorkspace, type Workspace } from './workspaces.ts';
@@ -11,9 +11,9 @@ export const starterCreditsSetting = 'starter_credits';
 
 export class Onboarding {
   readonly #db: Kysely<Database>;
-  readonly #ledger: Ledger;
+  readonly #ledger: LedgerApi;
 
-  constructor(db: Kysely<Database>, ledger: Ledger) {
+  constructor(db: Kysely<Database>, ledger: LedgerApi) {
     this.#db = db;
     this.#ledger = ledger;
   }
