@@ -1,8 +1,11 @@
-// RPM and TPM limits hold across Tollgate processes that share Redis: two real `tollgate start`
-// processes on one database (PostgreSQL when TEST_DATABASE_URL is set, else one SQLite file) and
-// one Redis, calls alternating between them, admit exactly what a single process would — where
-// counters kept per process would let each admit the full limit. Runs when TEST_REDIS_URL is set;
-// the processes write under a key prefix of their own (RATE_LIMIT_PREFIX), deleted afterwards.
+// Two real `tollgate start` processes on one database (PostgreSQL when TEST_DATABASE_URL is set,
+// else one SQLite file) and one Redis, calls alternating between them:
+// - RPM and TPM limits admit exactly what a single process would, where counters kept per process
+//   would let each admit the full limit;
+// - concurrent calls racing through both never spend more than the balance or a key's budget, and
+//   the ledger stays exact.
+// Runs when TEST_REDIS_URL is set; the processes write under a key prefix of their own
+// (RATE_LIMIT_PREFIX), deleted afterwards.
 import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -16,6 +19,8 @@ import { createTestDatabase, pgUrl, type TestDatabase } from '../helpers/store.t
 import { adminCall, testMasterKey } from '../helpers/server.ts';
 import { openStore, type Store } from '../../src/store/db.ts';
 import * as g from '../helpers/gateway.ts';
+import { balanceOf } from '../../src/ledger/reads.ts';
+import { verifyLedger } from '../../src/ledger/verify.ts';
 
 const redisUrl = process.env.TEST_REDIS_URL;
 const binFile = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../bin/tollgate.mjs');
@@ -211,5 +216,76 @@ describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate pro
     // Input and output of every admitted call, recorded once, whichever process served it.
     expect(await recorded()).toBe(3 * perCall);
     expect(await usageRecordsOf(t.keyId)).toHaveLength(3);
+  });
+  describe('money across both processes', () => {
+    /** Fires `n` calls at once, alternating processes; the charge of each 200 (from its header) and the error code of each refusal. */
+    const burst = async (clients: Record<'a' | 'b', OpenAI>, n: number) =>
+      Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          try {
+            const r = await clients[alternate(i)].chat.completions.create({ model, messages: [{ role: 'user', content: 'Shared balance question.' }] }).withResponse();
+            return { status: 200, code: null as string | null, charged: g.micros(r.response.headers.get('x-tollgate-credits-charged')!) };
+          } catch (err) {
+            if (!(err instanceof APIError)) throw err;
+            return { status: err.status ?? 0, code: (err.code as string | null) ?? null, charged: 0n };
+          }
+        }),
+      );
+    const clientsFor = (key: string) => ({
+      a: new OpenAI({ baseURL: `${a.url}/v1`, apiKey: key, maxRetries: 0 }),
+      b: new OpenAI({ baseURL: `${b.url}/v1`, apiKey: key, maxRetries: 0 }),
+    });
+    const chargeOfOneCall = async () => {
+      const probe = await tenant({});
+      const [first] = await burst(probe.clients, 1);
+      expect(first.status).toBe(200);
+      return first.charged;
+    };
+
+    it('never spends more than the balance when concurrent calls race through both processes', async () => {
+      const perCall = await chargeOfOneCall();
+      // Enough for about five calls; each hold asks for the worst case, far more than a call costs.
+      const granted = perCall * 5n + perCall / 2n;
+      const workspaceId = await g.addWorkspace(admin(), g.credits(granted));
+      const key = await g.addKey(admin(), workspaceId, {});
+      const outcomes = await burst(clientsFor(key.key), 40);
+
+      const served = outcomes.filter((o) => o.status === 200);
+      const refused = outcomes.filter((o) => o.status !== 200);
+      expect(served.length).toBeGreaterThan(0);
+      expect(refused.length).toBeGreaterThan(0);
+      for (const r of refused) expect(r).toMatchObject({ status: 402, code: 'insufficient_credits' });
+      const charged = served.reduce((sum, o) => sum + o.charged, 0n);
+      expect(charged).toBeLessThanOrEqual(granted);
+      const balance = await balanceOf(store.db, workspaceId);
+      expect(balance).toMatchObject({ balanceMicros: granted - charged, consumedMicros: charged, pendingMicros: 0n });
+      expect(balance.balanceMicros).toBeGreaterThanOrEqual(0n);
+      const records = await store.db.selectFrom('usage_records').select(['charge_micros', 'status']).where('workspace_id', '=', workspaceId).execute();
+      expect(records.filter((r) => r.status === 'ok')).toHaveLength(served.length);
+      expect(records.reduce((sum, r) => sum + BigInt(r.charge_micros), 0n)).toBe(charged);
+      expect(await verifyLedger(store.db)).toEqual([]);
+    });
+
+    it("never lets concurrent calls through both processes spend more than a key's budget", async () => {
+      const perCall = await chargeOfOneCall();
+      const workspaceId = await g.addWorkspace(admin(), '100');
+      const budget = perCall * 3n + perCall / 2n;
+      const created = await admin().admin('POST', `/api/admin/workspaces/${workspaceId}/keys`, {
+        name: 'capped',
+        budget: { period: 'lifetime', credits: g.credits(budget) },
+      });
+      expect(created.status, JSON.stringify(created.body)).toBe(201);
+      const outcomes = await burst(clientsFor(created.body.key), 30);
+
+      const served = outcomes.filter((o) => o.status === 200);
+      expect(served.length).toBeGreaterThan(0);
+      for (const r of outcomes.filter((o) => o.status !== 200)) expect(r).toMatchObject({ status: 402, code: 'key_budget_exceeded' });
+      const spent = served.reduce((sum, o) => sum + o.charged, 0n);
+      expect(spent).toBeLessThanOrEqual(budget);
+      const view = await admin().admin('GET', `/api/admin/workspaces/${workspaceId}/keys/${created.body.id}`);
+      expect(view.body).toMatchObject({ spend: g.credits(spent), requests: served.length, budgetUsage: { spent: g.credits(spent), pending: '0' } });
+      expect((await balanceOf(store.db, workspaceId)).consumedMicros).toBe(spent);
+      expect(await verifyLedger(store.db)).toEqual([]);
+    });
   });
 });
