@@ -3,7 +3,7 @@
 // the client's own error format; TPM counts the tokens calls really used, streams included; and a
 // refused call reaches neither the ledger nor the upstream. With Redis unreachable, the operator's
 // fail-closed / fail-open choice decides. (The Redis limiter shared by two processes:
-// rate-limits-processes.test.ts.)
+// two-processes.test.ts.)
 import net from 'node:net';
 import OpenAI, { APIError as OpenAIAPIError } from 'openai';
 import Anthropic, { APIError as AnthropicAPIError } from '@anthropic-ai/sdk';
