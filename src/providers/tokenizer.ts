@@ -63,7 +63,37 @@ export function decodeTokens(tokens: number[]): string {
   return getEncoder().decode(tokens);
 }
 
+/**
+ * Counts of recent texts. Chat clients resend the whole conversation every turn and the same
+ * system prompt with every call, so most of a call's messages were counted before; a hit costs a
+ * hash of the string instead of a BPE pass. Least recently used first out, bounded in characters.
+ */
+const countCache = new Map<string, number>();
+const cacheMinChars = 32;
+const cacheMaxTextChars = 256 * 1024;
+const cacheMaxTotalChars = 8 * 1024 * 1024;
+let cachedChars = 0;
+
 export function countTokens(text: string): number {
+  if (text.length < cacheMinChars || text.length > cacheMaxTextChars) return countUncached(text);
+  const hit = countCache.get(text);
+  if (hit !== undefined) {
+    countCache.delete(text);
+    countCache.set(text, hit);
+    return hit;
+  }
+  const n = countUncached(text);
+  countCache.set(text, n);
+  cachedChars += text.length;
+  for (const old of countCache.keys()) {
+    if (cachedChars <= cacheMaxTotalChars) break;
+    countCache.delete(old);
+    cachedChars -= old.length;
+  }
+  return n;
+}
+
+function countUncached(text: string): number {
   if (text.length === 0) return 0;
   if (isSimple(text)) return encode(text).length;
   let count = 0;
