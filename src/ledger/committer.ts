@@ -22,6 +22,15 @@ export interface Batch {
   debitOperator(accountId: string, amountMicros: bigint): void;
   /** Adds a settled call to its API key's spend and request count (and last use time). */
   addKeyUsage(keyId: string, spendMicros: bigint, usedAtMs: number): void;
+  /**
+   * Takes the workspace account's row lock before a write touches the account's other rows
+   * (holds, lots), once per account and batch: every write then locks in the same order, account
+   * first, so two processes' batches cannot each hold a row the other waits for. PostgreSQL only:
+   * an SQLite transaction holds the whole database's write lock already.
+   */
+  lockAccount(tx: Tx, accountId: string): Promise<void>;
+  /** Notes that this batch's transaction already holds the account's row lock (it updated the row). */
+  lockedAccount(accountId: string): void;
 }
 
 export type OpRun<R> = (tx: Tx, batch: Batch) => Promise<R>;
@@ -163,6 +172,7 @@ class BatchState implements Batch {
   readonly engine: Store['engine'];
   readonly #deltas = new Map<string, { credits: bigint; debits: bigint }>();
   readonly #keyUsage = new Map<string, { spend: bigint; requests: number; lastUsedAt: number }>();
+  readonly #locked = new Set<string>();
 
   constructor(engine: Store['engine']) {
     this.engine = engine;
@@ -174,6 +184,16 @@ class BatchState implements Batch {
 
   debitOperator(accountId: string, amountMicros: bigint): void {
     this.#delta(accountId).debits += amountMicros;
+  }
+
+  async lockAccount(tx: Tx, accountId: string): Promise<void> {
+    if (this.engine !== 'postgres' || this.#locked.has(accountId)) return;
+    await execute(tx, this.engine, sqlLockAccount, [accountId]);
+    this.#locked.add(accountId);
+  }
+
+  lockedAccount(accountId: string): void {
+    this.#locked.add(accountId);
   }
 
   addKeyUsage(keyId: string, spendMicros: bigint, usedAtMs: number): void {
@@ -215,6 +235,10 @@ const sqlAddKeyUsage = prepare(`
   update api_keys set spend_micros = spend_micros + ?, requests = requests + ?,
     last_used_at = case when last_used_at is null or last_used_at < ? then ? else last_used_at end
   where id = ?`);
+// FOR NO KEY UPDATE, the lock an UPDATE of the row takes: FOR UPDATE would also wait for every
+// transaction that merely inserted a row referencing the account (a foreign key's KEY SHARE lock),
+// and two processes' batches would deadlock on it.
+const sqlLockAccount = prepare('select id from accounts where id = ? for no key update');
 const sqlAddOperatorDelta = prepare('update accounts set credits_posted = credits_posted + ?, debits_posted = debits_posted + ? where id = ?');
 
 /** FNV-1a of the sort key: the same account always lands in the same lane. */

@@ -237,11 +237,15 @@ export class Ledger implements LedgerApi {
     const amount = input.amountMicros;
     const engine = this.store.engine;
 
-    return this.committer.submit(accountId, async (tx) => {
+    return this.committer.submit(accountId, async (tx, batch) => {
       const nowMs = this.now();
       const expiresAt = nowMs + input.timeoutMs;
       const holdId = newId('hold', nowMs);
       const [acct] = await queryRows<AccountAfterHold>(tx, engine, sqlReserve, [amount, accountId, amount]);
+      // A refused reservation updated nothing, so it holds no lock yet: take the account's lock all
+      // the same before the hold row's key, the order every write follows.
+      if (acct) batch.lockedAccount(accountId);
+      else await batch.lockAccount(tx, accountId);
       // A refused hold is recorded, so first make sure the account exists: an unknown workspace is
       // a not-found error, not a foreign-key failure of the insert below.
       const refusedAvailable = acct ? null : await availableOf(tx, accountId);
@@ -316,6 +320,7 @@ export class Ledger implements LedgerApi {
     const engine = this.store.engine;
 
     return this.committer.submit(accountId, async (tx, batch) => {
+      await batch.lockAccount(tx, accountId);
       const nowMs = this.now();
       const transferId = actual > 0n ? newId('txn', nowMs) : null;
       const claim = async (from: 'pending' | 'expired') =>
@@ -375,7 +380,8 @@ export class Ledger implements LedgerApi {
   async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
     const accountId = workspaceAccountId(workspaceId);
     const engine = this.store.engine;
-    return this.committer.submit(accountId, async (tx) => {
+    return this.committer.submit(accountId, async (tx, batch) => {
+      await batch.lockAccount(tx, accountId);
       const nowMs = this.now();
       const claimed = await tx
         .updateTable('holds')
@@ -413,7 +419,8 @@ export class Ledger implements LedgerApi {
       .execute();
     const results = await Promise.all(
       due.map((h) =>
-        this.committer.submit(h.account_id, async (tx) => {
+        this.committer.submit(h.account_id, async (tx, batch) => {
+          await batch.lockAccount(tx, h.account_id);
           const claimed = await tx
             .updateTable('holds')
             .set({ status: 'expired', resolved_at: this.now() })

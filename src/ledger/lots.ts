@@ -38,7 +38,9 @@ const sqlRecordConsumption = prepare('insert into lot_consumptions (transfer_id,
  */
 export async function lockAccount(tx: Tx, batch: Batch, accountId: string): Promise<boolean> {
   if (batch.engine === 'postgres') {
-    const row = await tx.selectFrom('accounts').select('id').where('id', '=', accountId).forUpdate().executeTakeFirst();
+    // The lock an UPDATE takes (see committer.ts): FOR UPDATE would conflict with the foreign-key locks of other inserts.
+    const row = await tx.selectFrom('accounts').select('id').where('id', '=', accountId).forNoKeyUpdate().executeTakeFirst();
+    if (row !== undefined) batch.lockedAccount(accountId);
     return row !== undefined;
   }
   const row = await tx.selectFrom('accounts').select('id').where('id', '=', accountId).executeTakeFirst();

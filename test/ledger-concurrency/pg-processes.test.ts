@@ -100,6 +100,8 @@ describe.skipIf(!pgUrl)('ledger written by several processes at once (PostgreSQL
       contestedGrantKeys: 0,
     }));
     for (const r of reports) expect(r.mismatches, `worker ${r.worker} replays`).toEqual([]);
+    // Every write takes the account's row lock first: no batch ever deadlocked and had to be re-run.
+    expect(reports.map((r) => r.committer.retries), 'deadlock retries per process').toEqual(reports.map(() => 0));
     const holds = reports.flatMap((r) => r.holds);
     const settles = reports.flatMap((r) => r.settles);
     const voids = reports.flatMap((r) => r.voids);
@@ -192,6 +194,7 @@ describe.skipIf(!pgUrl)('ledger written by several processes at once (PostgreSQL
       (g) => g.key,
     );
     expect(answers.size).toBe(grantKeys + contestedKeys);
+    expect(reports.map((r) => r.committer.retries), 'deadlock retries per process').toEqual(reports.map(() => 0));
     let expectedBalance = 0n;
     const lots = await store.db.selectFrom('lots').select(['id', 'transfer_id', 'amount_micros']).execute();
     const lotById = new Map(lots.map((l) => [l.id, l]));
