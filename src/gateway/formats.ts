@@ -2,7 +2,8 @@
 // Anthropic messages. Each knows its JSON answer, its stream encoding and its error shape; the
 // money path is the same for both.
 import type { AppError } from '../lib/errors.ts';
-import type { ChatChunk, ChatResponse, FinishReason, OpenAIUsage, Usage } from '../providers/types.ts';
+import type { ChatChunk, ChatResponse, FinishReason, Usage } from '../providers/types.ts';
+import { openAIUsageOf } from '../providers/common.ts';
 import { anthropicError, canonicalResponseToAnthropic, createAnthropicStreamEncoder } from './anthropic-format.ts';
 
 export interface StreamEncoder {
@@ -17,17 +18,6 @@ export interface ChatFormat {
   json(response: ChatResponse, usage: Usage, model: string): unknown;
   encoder(model: string, includeUsage: boolean): StreamEncoder;
   errorBody(err: AppError, requestId: string): unknown;
-}
-
-export function toOpenAIUsage(u: Usage): OpenAIUsage {
-  const prompt = u.inputTokens + u.cachedInputTokens;
-  return {
-    prompt_tokens: prompt,
-    completion_tokens: u.outputTokens,
-    total_tokens: prompt + u.outputTokens,
-    prompt_tokens_details: { cached_tokens: u.cachedInputTokens },
-    completion_tokens_details: { reasoning_tokens: u.reasoningTokens },
-  };
 }
 
 const openAITypeOf: Record<string, string> = {
@@ -45,7 +35,7 @@ const sse = (data: unknown) => `data: ${JSON.stringify(data)}\n\n`;
 export const openAIFormat: ChatFormat = {
   endpoint: 'chat.completions',
   json(response, usage) {
-    return { ...response, usage: toOpenAIUsage(usage) };
+    return { ...response, usage: openAIUsageOf(usage) };
   },
   encoder(model, includeUsage) {
     let id = '';
@@ -58,7 +48,7 @@ export const openAIFormat: ChatFormat = {
         return sse(c);
       },
       close(usage) {
-        const usageChunk = includeUsage ? sse({ id, object: 'chat.completion.chunk', created, model, choices: [], usage: toOpenAIUsage(usage) }) : '';
+        const usageChunk = includeUsage ? sse({ id, object: 'chat.completion.chunk', created, model, choices: [], usage: openAIUsageOf(usage) }) : '';
         return `${usageChunk}data: [DONE]\n\n`;
       },
       error: (err) => sse(openAIError(err)),

@@ -1,6 +1,6 @@
 // Small helpers shared by the adapters: URLs, defensive reads of upstream JSON, error shapes.
 import { AppError } from '../lib/errors.ts';
-import type { UpstreamError, Usage } from './types.ts';
+import type { OpenAIUsage, UpstreamError, Usage } from './types.ts';
 
 /** Upstream error text kept in an UpstreamError message; the rest is noise for the client. */
 export const maxErrorMessageChars = 2000;
@@ -31,6 +31,18 @@ export function emptyUsage(): Usage {
 }
 
 /** Statuses worth trying on another route or credential: timeouts, conflicts, rate limits, 5xx. */
+/** OpenAI's usage object for a Usage: prompt_tokens include cached ones, as OpenAI reports them. */
+export function openAIUsageOf(usage: Usage): OpenAIUsage {
+  const prompt = usage.inputTokens + usage.cachedInputTokens;
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: usage.outputTokens,
+    total_tokens: prompt + usage.outputTokens,
+    prompt_tokens_details: { cached_tokens: usage.cachedInputTokens },
+    completion_tokens_details: { reasoning_tokens: usage.reasoningTokens },
+  };
+}
+
 export function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 409 || status === 429 || status >= 500;
 }

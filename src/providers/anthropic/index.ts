@@ -1,7 +1,7 @@
 // The Anthropic Messages API adapter: canonical (OpenAI chat) requests become `POST /v1/messages`
 // bodies, and Anthropic's messages, SSE events and errors become canonical answers and Usage.
 import { invalid } from '../../lib/errors.ts';
-import { clip, isRetryableStatus, malformedResponse, streamProtocolError, unsupportedRequest } from '../common.ts';
+import { clip, isRetryableStatus, malformedResponse, openAIUsageOf, streamProtocolError, unsupportedRequest } from '../common.ts';
 import { SseParser, type SseEvent } from '../sse.ts';
 import type {
   ChatAdapter,
@@ -11,7 +11,6 @@ import type {
   ChatResponse,
   ContentPart,
   FinishReason,
-  OpenAIUsage,
   PreparedRequest,
   ProviderAdapter,
   StreamTranslator,
@@ -340,18 +339,6 @@ export function usageFromAnthropic(u: Partial<AnthropicUsage> | null | undefined
     outputTokens: u?.output_tokens ?? 0,
     reasoningTokens: 0,
     images: 0,
-  };
-}
-
-/** OpenAI's usage object for a Usage: prompt_tokens include cached ones, as OpenAI reports them. */
-export function openAIUsageOf(usage: Usage): OpenAIUsage {
-  const prompt = usage.inputTokens + usage.cachedInputTokens;
-  return {
-    prompt_tokens: prompt,
-    completion_tokens: usage.outputTokens,
-    total_tokens: prompt + usage.outputTokens,
-    prompt_tokens_details: { cached_tokens: usage.cachedInputTokens },
-    completion_tokens_details: { reasoning_tokens: usage.reasoningTokens },
   };
 }
 

@@ -35,6 +35,7 @@ import {
   streamProtocolError,
   stringOr,
   unsupportedRequest,
+  openAIUsageOf,
 } from '../common.ts';
 
 // ---- Gemini wire types (the parts Tollgate reads or writes) ----
@@ -259,15 +260,7 @@ export function usageFromGemini(raw: unknown): Usage | null {
 /** The same usage in OpenAI's shape, for the `usage` field clients read. */
 export function openaiUsageFromGemini(raw: unknown): OpenAIUsage | undefined {
   const usage = usageFromGemini(raw);
-  if (!usage) return undefined;
-  const promptTokens = usage.inputTokens + usage.cachedInputTokens;
-  return {
-    prompt_tokens: promptTokens,
-    completion_tokens: usage.outputTokens,
-    total_tokens: promptTokens + usage.outputTokens,
-    prompt_tokens_details: { cached_tokens: usage.cachedInputTokens },
-    completion_tokens_details: { reasoning_tokens: usage.reasoningTokens },
-  };
+  return usage ? openAIUsageOf(usage) : undefined;
 }
 
 function newToolCallId(): string {
