@@ -8,7 +8,7 @@ import { AppError, conflict, invalid, notFound } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import { GroupCommitter, type Batch, type CommitterOptions, type Tx } from './committer.ts';
 import { fundingAccount, operatorAccounts, workspaceAccountId, type LotSource } from './accounts.ts';
-import { burnLots, lockAccount, max, min } from './lots.ts';
+import { burnLots, lockExistingAccount, max, min } from './lots.ts';
 import { parseCounterIds, postBudgets, releaseBudgets, reserveBudgets, type BudgetLimit } from './budgets.ts';
 import { maxAbsMicros, maxAccountMicros, toBigInt } from './money.ts';
 import { execute, prepare, queryRows } from '../store/prepared.ts';
@@ -150,7 +150,7 @@ export class Ledger implements LedgerApi {
     return this.committer.submit(accountId, async (tx, batch) => {
       // The account's row lock comes first, as in every other write: taking the idempotency key's
       // lock before it could deadlock with a batch that holds the account and wants the key.
-      if (!(await lockAccount(tx, batch, accountId))) throw notFound('workspace', input.workspaceId);
+      if (!(await lockExistingAccount(tx, batch, accountId))) throw notFound('workspace', input.workspaceId);
       const claimed = await claimKey(tx, 'grant', key, requestHash, nowMs);
       if (!claimed.fresh) return { ...(JSON.parse(claimed.response) as Omit<GrantResult, 'replayed'>), replayed: true };
       // Checked after the key, so a retry of a grant whose lot has expired since still gets its first answer.
@@ -452,7 +452,7 @@ export class Ledger implements LedgerApi {
     const results = await Promise.all(
       due.map((l) =>
         this.committer.submit(l.account_id, async (tx, batch) => {
-          await lockAccount(tx, batch, l.account_id);
+          await batch.lockAccount(tx, l.account_id);
           const lot = await tx
             .selectFrom('lots')
             .select('remaining_micros')

@@ -32,18 +32,12 @@ const sqlBurnOrder = prepare(`
 const sqlTakeFromLot = prepare('update lots set remaining_micros = remaining_micros - ? where id = ?');
 const sqlRecordConsumption = prepare('insert into lot_consumptions (transfer_id, lot_id, amount_micros) values (?, ?, ?)');
 
-/**
- * Takes the workspace account's row lock before anything reads its lots. PostgreSQL needs it
- * explicitly; a SQLite transaction already holds the database's write lock (BEGIN IMMEDIATE).
- */
-export async function lockAccount(tx: Tx, batch: Batch, accountId: string): Promise<boolean> {
-  if (batch.engine === 'postgres') {
-    // The lock an UPDATE takes (see committer.ts): FOR UPDATE would conflict with the foreign-key locks of other inserts.
-    const row = await tx.selectFrom('accounts').select('id').where('id', '=', accountId).forNoKeyUpdate().executeTakeFirst();
-    if (row !== undefined) batch.lockedAccount(accountId);
-    return row !== undefined;
-  }
-  const row = await tx.selectFrom('accounts').select('id').where('id', '=', accountId).executeTakeFirst();
+const sqlAccountExists = prepare('select id from accounts where id = ?');
+
+/** Takes the workspace account's row lock (Batch.lockAccount) and tells whether the account exists. */
+export async function lockExistingAccount(tx: Tx, batch: Batch, accountId: string): Promise<boolean> {
+  await batch.lockAccount(tx, accountId);
+  const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlAccountExists, [accountId]);
   return row !== undefined;
 }
 
