@@ -56,10 +56,10 @@ export async function handleChat(deps: GatewayDeps, req: FastifyRequest, reply: 
     const attempt = await callUpstream(deps, call, watch.signal, (adapter, target) => adapter.chat.buildRequest(upstreamBody, target, stream));
     if (!attempt.ok) {
       if (watch.clientGone) {
-        await abandon(deps, call, 'client_disconnected', settings);
+        await abandon(deps, call, 'client_disconnected');
         return reply;
       }
-      await abandon(deps, call, attempt.error.code, settings);
+      await abandon(deps, call, attempt.error.code);
       // A stream that fell back has hijacked the reply: Fastify's error handler can no longer answer.
       if (reply.sent) {
         reply.raw.writeHead(attempt.error.status, { 'content-type': 'application/json', 'x-request-id': call.requestId });
@@ -76,11 +76,11 @@ export async function handleChat(deps: GatewayDeps, req: FastifyRequest, reply: 
         if (watch.clientGone) {
           // The client left while the upstream was working: bill the input it processed.
           const usage: Usage = { ...zeroUsage, inputTokens };
-          await finish(deps, call, { status: 'client_disconnected', usage, estimated: true, candidate: attempt.candidate, errorCode: 'client_disconnected' }, settings);
+          await finish(deps, call, { status: 'client_disconnected', usage, estimated: true, candidate: attempt.candidate, errorCode: 'client_disconnected' });
           afterCall(deps, call, usage, req.body, null);
           return reply;
         }
-        await abandon(deps, call, 'upstream_read_failed', settings);
+        await abandon(deps, call, 'upstream_read_failed');
         throw new AppError('upstream_error', 'upstream_read_failed', 'The provider stopped answering mid-response.', { status: 502 });
       }
       call.firstBytePerf = performance.now();
@@ -88,18 +88,18 @@ export async function handleChat(deps: GatewayDeps, req: FastifyRequest, reply: 
       try {
         parsed = attempt.adapter.chat.parseResponse(JSON.parse(text), body.model);
       } catch {
-        await abandon(deps, call, 'upstream_bad_response', settings);
+        await abandon(deps, call, 'upstream_bad_response');
         throw new AppError('upstream_error', 'upstream_bad_response', 'The provider answered with something that is not a chat completion.', { status: 502 });
       }
       reportSuccess(deps, attempt.candidate);
       const usage = parsed.usage ?? estimateUsage(inputTokens, responseText(parsed.response));
-      const settled = await finish(deps, call, { status: 'ok', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: null }, settings);
+      const settled = await finish(deps, call, { status: 'ok', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: null });
       reply.header('x-tollgate-credits-charged', formatCredits(settled.chargedMicros));
       const answer = format.json(parsed.response, usage, body.model);
       afterCall(deps, call, usage, req.body, answer);
       return reply.send(answer);
     }
-    const relayed = await relayStream(deps, reply, format, call, body, inputTokens, attempt, attempt.adapter.chat.createStreamTranslator(body.model), watch, settings);
+    const relayed = await relayStream(deps, reply, format, call, body, inputTokens, attempt, attempt.adapter.chat.createStreamTranslator(body.model), watch);
     // Nothing reached the client yet and another route is left: fall back (the failed attempt costs nothing).
     if (relayed === 'fall_back') continue;
     return reply;
@@ -119,7 +119,6 @@ async function relayStream(
   attempt: Extract<Awaited<ReturnType<typeof callUpstream>>, { ok: true }>,
   translator: StreamTranslator,
   watch: ReturnType<typeof watchClient>,
-  settings: Awaited<ReturnType<GatewayDeps['settings']['get']>>,
 ): Promise<'done' | 'fall_back'> {
   if (!reply.sent) reply.hijack();
   const raw = reply.raw;
@@ -178,7 +177,7 @@ async function relayStream(
   const outcome = streamOutcome(call, attempt.candidate, translator, inputTokens, { failed, clientGone: watch.clientGone, upstreamError: upstreamError !== null });
   let settled;
   try {
-    settled = await finish(deps, call, outcome, settings);
+    settled = await finish(deps, call, outcome);
     afterCall(deps, call, outcome.usage, reply.request.body, translator.outputText());
   } catch (err) {
     deps.log.error({ err, requestId: call.requestId }, 'settling a stream failed');

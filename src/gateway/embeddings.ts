@@ -25,14 +25,14 @@ export async function handleEmbeddings(deps: GatewayDeps, req: FastifyRequest, r
   try {
     const attempt = await callUpstream(deps, call, watch.signal, (adapter, target) => adapter.embeddings?.buildRequest(body, target) ?? null);
     if (!attempt.ok) {
-      await abandon(deps, call, attempt.error.code, settings);
+      await abandon(deps, call, attempt.error.code);
       throw attempt.error;
     }
-    const parsed = await readJson(deps, call, attempt.answer, settings, (json) => attempt.adapter.embeddings!.parseResponse(json, body.model));
+    const parsed = await readJson(deps, call, attempt.answer, (json) => attempt.adapter.embeddings!.parseResponse(json, body.model));
     call.firstBytePerf = performance.now();
     reportSuccess(deps, attempt.candidate);
     const usage: Usage = parsed.usage ?? { ...zeroUsage, inputTokens };
-    const settled = await finish(deps, call, { status: 'ok', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: null }, settings);
+    const settled = await finish(deps, call, { status: 'ok', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: null });
     reply.header('x-tollgate-credits-charged', formatCredits(settled.chargedMicros));
     // Upstreams that only speak floats (Gemini) are encoded here when the client asked for base64,
     // as the OpenAI SDK does by default.
@@ -64,15 +64,15 @@ export async function handleImages(deps: GatewayDeps, req: FastifyRequest, reply
   try {
     const attempt = await callUpstream(deps, call, watch.signal, (adapter, target) => adapter.images?.buildRequest(body, target) ?? null);
     if (!attempt.ok) {
-      await abandon(deps, call, attempt.error.code, settings);
+      await abandon(deps, call, attempt.error.code);
       throw attempt.error;
     }
-    const parsed = await readJson(deps, call, attempt.answer, settings, (json) => attempt.adapter.images!.parseResponse(json));
+    const parsed = await readJson(deps, call, attempt.answer, (json) => attempt.adapter.images!.parseResponse(json));
     call.firstBytePerf = performance.now();
     reportSuccess(deps, attempt.candidate);
     const images = parsed.response.data.length;
     const usage: Usage = { ...zeroUsage, inputTokens: parsed.usage?.inputTokens || inputTokens, images };
-    const settled = await finish(deps, call, { status: images > 0 ? 'ok' : 'upstream_error', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: images > 0 ? null : 'no_images' }, settings);
+    const settled = await finish(deps, call, { status: images > 0 ? 'ok' : 'upstream_error', usage, estimated: parsed.usage === null, candidate: attempt.candidate, errorCode: images > 0 ? null : 'no_images' });
     reply.header('x-tollgate-credits-charged', formatCredits(settled.chargedMicros));
     afterCall(deps, call, usage, req.body, parsed.response);
     return reply.send(parsed.response);
@@ -85,13 +85,12 @@ async function readJson<T>(
   deps: GatewayDeps,
   call: Parameters<typeof abandon>[1],
   answer: { text(): Promise<string> },
-  settings: Parameters<typeof abandon>[3],
   parse: (json: unknown) => T,
 ): Promise<T> {
   try {
     return parse(JSON.parse(await answer.text()));
   } catch {
-    await abandon(deps, call, 'upstream_bad_response', settings);
+    await abandon(deps, call, 'upstream_bad_response');
     throw new AppError('upstream_error', 'upstream_bad_response', 'The provider answered with something this endpoint cannot read.', { status: 502 });
   }
 }

@@ -365,7 +365,7 @@ export function upstreamFailure(e: UpstreamError): AppError {
  * Ends the call in the ledger: settle the priced usage (with its usage record, atomically), or
  * void the hold when nothing was produced.
  */
-export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcome, settings: GatewaySettings): Promise<Settled> {
+export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcome): Promise<Settled> {
   const { key } = call;
   if (!call.holdId) throw new Error('finish without a hold');
   // An upstream that failed before producing output costs nothing; a disconnected client still
@@ -393,9 +393,9 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
 }
 
 /** Voids the hold of a call that failed before any upstream output, recording why. */
-export async function abandon(deps: GatewayDeps, call: CallState, errorCode: string, settings: GatewaySettings): Promise<void> {
+export async function abandon(deps: GatewayDeps, call: CallState, errorCode: string): Promise<void> {
   if (!call.holdId) return;
-  await finish(deps, call, { status: 'upstream_error', usage: zeroUsage, estimated: false, candidate: null, errorCode }, settings).catch((err) => {
+  await finish(deps, call, { status: 'upstream_error', usage: zeroUsage, estimated: false, candidate: null, errorCode }).catch((err) => {
     deps.log.error({ err, requestId: call.requestId }, 'voiding a hold failed; the sweeper will release it');
   });
 }
