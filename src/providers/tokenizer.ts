@@ -69,7 +69,7 @@ export function decodeTokens(tokens: number[]): string {
  * hash of the string instead of a BPE pass. Least recently used first out, bounded in characters.
  */
 const countCache = new Map<string, number>();
-const cacheMinChars = 32;
+const cacheMinChars = 1;
 const cacheMaxTextChars = 256 * 1024;
 const cacheMaxTotalChars = 8 * 1024 * 1024;
 let cachedChars = 0;
