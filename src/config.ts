@@ -24,6 +24,8 @@ export interface Config {
   dbPoolSize: number;
   /** PostgreSQL: run the hot path's statements as named prepared statements (off behind PgBouncer in transaction mode). */
   pgPreparedStatements: boolean;
+  /** Admit calls against per-instance balance leases in memory (src/ledger/leases.ts) instead of one ledger hold each. */
+  balanceLeases: boolean;
 }
 
 const defaultDatabaseUrl = 'sqlite:./data/tollgate.db';
@@ -50,6 +52,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const rateLimitPrefix = env.RATE_LIMIT_PREFIX?.trim() || defaultKeyPrefix;
   const prepared = (env.PG_PREPARED_STATEMENTS ?? '').trim().toLowerCase() || 'true';
   if (prepared !== 'true' && prepared !== 'false') throw new Error(`PG_PREPARED_STATEMENTS must be true or false (got '${env.PG_PREPARED_STATEMENTS}')`);
+  const leases = (env.BALANCE_LEASES ?? '').trim().toLowerCase() || 'true';
+  if (leases !== 'true' && leases !== 'false') throw new Error(`BALANCE_LEASES must be true or false (got '${env.BALANCE_LEASES}')`);
   const masterKey = env.TOLLGATE_MASTER_KEY?.trim() || null;
   if (masterKey !== null && masterKey.length < 16) throw new Error('TOLLGATE_MASTER_KEY must be at least 16 characters');
   return {
@@ -67,5 +71,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     sqliteSynchronous: sync,
     dbPoolSize: Number(env.DB_POOL_SIZE ?? 10),
     pgPreparedStatements: prepared === 'true',
+    balanceLeases: leases === 'true',
   };
 }

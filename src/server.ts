@@ -6,7 +6,8 @@ import { loadConfig, type Config } from './config.ts';
 import { openStore, type Store } from './store/db.ts';
 import { migrateToLatest } from './store/migrate.ts';
 import { ensureOperatorAccounts } from './ledger/accounts.ts';
-import { Ledger } from './ledger/ledger.ts';
+import { Ledger, type LedgerApi } from './ledger/ledger.ts';
+import { LeasedLedger } from './ledger/leases.ts';
 import { startLedgerJobs } from './ledger/jobs.ts';
 import { SecretBox, loadOrCreateSecretKey } from './lib/secrets.ts';
 import { resolveMasterKey } from './auth/admin.ts';
@@ -23,8 +24,15 @@ export interface Running {
   stop(): Promise<void>;
 }
 
-export async function openAndMigrate(config: Config, log: Logger): Promise<Store> {
-  const store = await openStore(config.databaseUrl, { poolSize: config.dbPoolSize, sqliteSynchronous: config.sqliteSynchronous, pgPreparedStatements: config.pgPreparedStatements });
+/** `serving`: the store of a long-running server, which checkpoints SQLite's WAL in the background. */
+export async function openAndMigrate(config: Config, log: Logger, serving = false): Promise<Store> {
+  const store = await openStore(config.databaseUrl, {
+    poolSize: config.dbPoolSize,
+    sqliteSynchronous: config.sqliteSynchronous,
+    pgPreparedStatements: config.pgPreparedStatements,
+    backgroundCheckpoints: serving,
+    onCheckpointError: (message) => log.warn({ error: message }, 'background WAL checkpoint failed; commits will checkpoint instead'),
+  });
   const applied = await migrateToLatest(store);
   if (applied.length > 0) log.info({ migrations: applied }, 'database migrated');
   await ensureOperatorAccounts(store.db, Date.now());
@@ -32,12 +40,13 @@ export async function openAndMigrate(config: Config, log: Logger): Promise<Store
 }
 
 export async function startServer(config: Config = loadConfig(), log: Logger = createLogger(config)): Promise<Running> {
-  const store = await openAndMigrate(config, log);
+  const store = await openAndMigrate(config, log, true);
   const secretKey = loadOrCreateSecretKey(config.secretKey, config.dataDir);
   if (secretKey.generatedAt) log.warn({ file: secretKey.generatedAt }, 'generated a new TOLLGATE_SECRET_KEY (keep this file safe, or set the variable)');
   const secrets = new SecretBox(secretKey.hex, config.previousSecretKeys);
   const masterKey = await resolveMasterKey(store.db, config.masterKey);
-  const ledger = new Ledger(store);
+  const direct = new Ledger(store);
+  const ledger: LedgerApi = config.balanceLeases ? new LeasedLedger(direct) : direct;
   const ctx = createContext({ config, store, ledger, secrets, masterKeyDigest: masterKey.digest, log });
   const app = await buildApp(ctx);
   // Load the tokenizer's tables now (about a second), not on the first customer's call.

@@ -229,9 +229,7 @@ export class Ledger implements LedgerApi {
    */
   async hold(input: HoldInput): Promise<HoldResult> {
     validateAmount(input.amountMicros, 'amount', true);
-    if (!Number.isSafeInteger(input.timeoutMs) || input.timeoutMs <= 0 || input.timeoutMs > maxHoldTimeoutMs) {
-      throw invalid('invalid_timeout', `hold timeout must be from 1 ms to ${maxHoldTimeoutMs} ms.`);
-    }
+    checkHoldTimeout(input.timeoutMs);
     const key = checkKey(input.idempotencyKey);
     const accountId = workspaceAccountId(input.workspaceId);
     const amount = input.amountMicros;
@@ -334,45 +332,8 @@ export class Ledger implements LedgerApi {
       }
       // A late settlement's reservation was already released by the sweeper.
       const released = late ? 0n : toBigInt(claimed.amount_micros);
-      const [acct] = await queryRows<AccountAfterSettle>(tx, engine, sqlPostSettle, [released, actual, actual, accountId]);
-      assert(acct !== undefined, `account ${accountId} is missing while settling ${input.holdId}`);
-      assert(toBigInt(acct.debits_pending) >= 0n, `account ${accountId} has negative pending after settling ${input.holdId}`);
       await postBudgets(tx, parseCounterIds(claimed.budget_ids), released, actual);
-      const balanceAfter = toBigInt(acct.credits_posted) - toBigInt(acct.debits_posted);
-      let overdrawn = 0n;
-      if (transferId) {
-        overdrawn = await burnLots(tx, engine, accountId, transferId, actual);
-        await execute(tx, engine, sqlInsertUsageTransfer, [
-          transferId,
-          accountId,
-          operatorAccounts.usageRevenue,
-          actual,
-          input.workspaceId,
-          input.holdId,
-          input.model ?? null,
-          input.tag ?? null,
-          input.ref ?? null,
-          input.note ?? null,
-          balanceAfter,
-          overdrawn,
-          nowMs,
-        ]);
-        batch.creditOperator(operatorAccounts.usageRevenue, actual);
-        await warnIfCrossed(tx, input.workspaceId, acct.warning_limit_micros, balanceAfter + actual, balanceAfter, nowMs);
-      }
-      const result: SettleResult = {
-        holdId: input.holdId,
-        transferId,
-        chargedMicros: actual,
-        releasedMicros: late ? 0n : max(released - actual, 0n),
-        balanceAfterMicros: balanceAfter,
-        overdrawnMicros: overdrawn,
-        late,
-        replayed: false,
-      };
-      await insertRecords(tx, engine, input.records, result);
-      if (input.keyUsage) batch.addKeyUsage(input.keyUsage.keyId, actual, input.keyUsage.usedAtMs);
-      return result;
+      return postUsage(tx, batch, { ...input, accountId, actualMicros: actual, releasedMicros: released, transferId, late, nowMs });
     });
   }
 
@@ -568,6 +529,64 @@ const sqlInsertUsageTransfer = prepare(`
     model, tag, ref, note, balance_after_micros, overdrawn_micros, created_at)
   values (?, 'usage', ?, ?, ?, ?, ?, null, ?, ?, ?, ?, ?, ?, ?)`);
 
+export interface UsagePosting extends SettleInput {
+  accountId: string;
+  /** What leaves the account's pending reservations (0 for a late settlement). */
+  releasedMicros: bigint;
+  /** Null for a zero charge, which posts no transfer. */
+  transferId: string | null;
+  late: boolean;
+  nowMs: number;
+}
+
+/**
+ * The posting half of a settlement, shared by held and leased calls: the actual amount leaves the
+ * account (and its lots) for usage revenue, the reservation is released, and the usage record
+ * and key counters are written in the same transaction. The caller holds the account's lock.
+ */
+export async function postUsage(tx: Tx, batch: Batch, p: UsagePosting): Promise<SettleResult> {
+  const { accountId, actualMicros: actual, transferId, nowMs } = p;
+  const engine = batch.engine;
+  const [acct] = await queryRows<AccountAfterSettle>(tx, engine, sqlPostSettle, [p.releasedMicros, actual, actual, accountId]);
+  assert(acct !== undefined, `account ${accountId} is missing while settling ${p.holdId}`);
+  assert(toBigInt(acct.debits_pending) >= 0n, `account ${accountId} has negative pending after settling ${p.holdId}`);
+  const balanceAfter = toBigInt(acct.credits_posted) - toBigInt(acct.debits_posted);
+  let overdrawn = 0n;
+  if (transferId) {
+    overdrawn = await burnLots(tx, engine, accountId, transferId, actual);
+    await execute(tx, engine, sqlInsertUsageTransfer, [
+      transferId,
+      accountId,
+      operatorAccounts.usageRevenue,
+      actual,
+      p.workspaceId,
+      p.holdId,
+      p.model ?? null,
+      p.tag ?? null,
+      p.ref ?? null,
+      p.note ?? null,
+      balanceAfter,
+      overdrawn,
+      nowMs,
+    ]);
+    batch.creditOperator(operatorAccounts.usageRevenue, actual);
+    await warnIfCrossed(tx, p.workspaceId, acct.warning_limit_micros, balanceAfter + actual, balanceAfter, nowMs);
+  }
+  const result: SettleResult = {
+    holdId: p.holdId,
+    transferId,
+    chargedMicros: actual,
+    releasedMicros: p.late ? 0n : max(p.releasedMicros - actual, 0n),
+    balanceAfterMicros: balanceAfter,
+    overdrawnMicros: overdrawn,
+    late: p.late,
+    replayed: false,
+  };
+  await insertRecords(tx, engine, p.records, result);
+  if (p.keyUsage) batch.addKeyUsage(p.keyUsage.keyId, actual, p.keyUsage.usedAtMs);
+  return result;
+}
+
 async function releasePending(tx: Tx, accountId: string, amount: bigint): Promise<void> {
   await tx
     .updateTable('accounts')
@@ -700,14 +719,20 @@ async function completeKey(tx: Tx, scope: string, key: string, response: string)
 
 const invalidExpiry = () => invalid('invalid_expiry', "'expiresAt' must be a time in the future.", 'expiresAt');
 
-function checkKey(key: string): string {
+export function checkHoldTimeout(timeoutMs: number): void {
+  if (!Number.isSafeInteger(timeoutMs) || timeoutMs <= 0 || timeoutMs > maxHoldTimeoutMs) {
+    throw invalid('invalid_timeout', `hold timeout must be from 1 ms to ${maxHoldTimeoutMs} ms.`);
+  }
+}
+
+export function checkKey(key: string): string {
   if (typeof key !== 'string' || key.length === 0 || key.length > maxKeyChars) {
     throw invalid('invalid_idempotency_key', `Idempotency keys must be 1 to ${maxKeyChars} characters.`, 'Idempotency-Key');
   }
   return key;
 }
 
-function validateAmount(micros: bigint, param: string, zeroAllowed: boolean): void {
+export function validateAmount(micros: bigint, param: string, zeroAllowed: boolean): void {
   if (typeof micros !== 'bigint') throw new TypeError(`${param} must be a bigint of micro-credits`);
   if (micros < 0n || (!zeroAllowed && micros === 0n)) {
     throw invalid('invalid_amount', `'${param}' must be ${zeroAllowed ? 'zero or more' : 'greater than zero'}.`, param);

@@ -16,6 +16,7 @@ import { lotSources, workspaceAccountId } from './accounts.ts';
 import { balanceOf } from './reads.ts';
 import { verifyLedger } from './verify.ts';
 import { toBigInt } from './money.ts';
+import { prng } from '../../test/helpers/prng.ts';
 
 const plans: Record<Engine, { seeds: number[]; ops: number }> = {
   sqlite: { seeds: [1, 2, 3, 4, 5], ops: 300 },
@@ -58,25 +59,6 @@ const mustSee = [
   'lots expired',
 ];
 
-/** mulberry32: small, fast, and the same sequence on every machine for a seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-  return {
-    next,
-    int,
-    chance: (p: number) => next() < p,
-    pick: <T>(xs: readonly T[]): T => xs[Math.floor(next() * xs.length)],
-    micros: (loCredits: number, hiCredits: number) => BigInt(int(loCredits, hiCredits)) * credit + BigInt(int(0, 999_999)),
-  };
-}
 type Rng = ReturnType<typeof prng>;
 
 type HoldOp = { t: 'hold'; input: { workspaceId: string; amountMicros: bigint; timeoutMs: number; idempotencyKey: string } };

@@ -9,6 +9,7 @@ import { Kysely, PostgresDialect, SqliteDialect, SqliteDriver, type DatabaseConn
 import { CompiledQuery } from 'kysely';
 import type { Database } from './schema.ts';
 import { postgresStatementNames } from './prepared.ts';
+import { fallbackAutocheckpointPages, startCheckpointer } from './checkpointer.ts';
 
 export type Engine = 'sqlite' | 'postgres';
 
@@ -27,6 +28,10 @@ export interface StoreOptions {
   sqliteSynchronous?: 'NORMAL' | 'FULL';
   /** PostgreSQL: named prepared statements for the hot path (default true; false behind PgBouncer in transaction mode). */
   pgPreparedStatements?: boolean;
+  /** SQLite: checkpoint the WAL in a worker thread (src/store/checkpointer.ts) instead of in whichever commit crosses the threshold. */
+  backgroundCheckpoints?: boolean;
+  /** Hears of a background checkpoint that failed. */
+  onCheckpointError?: (message: string) => void;
 }
 
 const sqliteBusyTimeoutMs = 5000;
@@ -62,8 +67,18 @@ export async function openStore(url: string, opts: StoreOptions = {}): Promise<S
   raw.pragma(`busy_timeout = ${sqliteBusyTimeoutMs}`);
   raw.pragma('foreign_keys = ON');
   raw.defaultSafeIntegers(true);
+  const checkpointer = opts.backgroundCheckpoints && file !== ':memory:' ? startCheckpointer(file, opts.onCheckpointError) : null;
+  if (checkpointer) raw.pragma(`wal_autocheckpoint = ${fallbackAutocheckpointPages}`);
   const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: cachingDatabase(raw) }) });
-  return { db, engine, location: `sqlite:${file}`, close: () => db.destroy() };
+  return {
+    db,
+    engine,
+    location: `sqlite:${file}`,
+    async close() {
+      await checkpointer?.stop();
+      await db.destroy();
+    },
+  };
 }
 
 /**
@@ -119,3 +134,4 @@ class ImmediateSqliteDialect extends SqliteDialect {
     return new ImmediateSqliteDriver(this.#config);
   }
 }
+

@@ -7,12 +7,14 @@ import * as m001 from './migrations/001_ledger.ts';
 import * as m002 from './migrations/002_gateway.ts';
 import * as m003 from './migrations/003_routing_policy.ts';
 import * as m004 from './migrations/004_hold_outcomes.ts';
+import * as m005 from './migrations/005_balance_leases.ts';
 
 const migrations: Record<string, Migration> = {
   '001_ledger': m001,
   '002_gateway': m002,
   '003_routing_policy': m003,
   '004_hold_outcomes': m004,
+  '005_balance_leases': m005,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -97,6 +97,8 @@ export interface HoldsTable {
   budget_ids: string | null;
   settled_late: ColumnType<number, number | undefined, number>;
   rejection: string | null;
+  /** 'call': one call's reservation; 'lease': an instance's balance lease (src/ledger/leases.ts). */
+  kind: ColumnType<string, string | undefined, string>;
 }
 
 export interface IdempotencyKeysTable {

@@ -112,11 +112,13 @@ describe.each(engines)('rate limits at the front doors on %s', (engine) => {
     expect(again.status).toBe(429);
     expect((await refusedWithoutTrace<OpenAIAPIError>(t.workspaceId, () => t.openai.embeddings.create({ model: embeddingModel, input: 'x' }))).status).toBe(429);
 
-    // The three admitted calls are the only ones held, settled and recorded.
-    const holds = await holdsOf(t.workspaceId);
-    expect(holds).toHaveLength(3);
-    expect(holds.every((h) => h.status === 'settled')).toBe(true);
-    expect(await g.usageRecords(s, t.workspaceId)).toHaveLength(3);
+    // The three admitted calls are the only ones held, settled and recorded: each usage record
+    // names its own hold, settled by exactly one usage transfer.
+    const records = await g.usageRecords(s, t.workspaceId);
+    expect(records).toHaveLength(3);
+    const settled = await g.settledHoldIds(s, t.workspaceId);
+    expect(settled).toHaveLength(3);
+    expect(new Set(settled)).toEqual(new Set(records.map((r) => r.hold_id)));
     expect(await g.pendingHolds(s, t.workspaceId)).toBe(0);
   });
 

@@ -147,7 +147,7 @@ describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate pro
   };
   const alternate = (i: number): 'a' | 'b' => (i % 2 === 0 ? 'a' : 'b');
 
-  const usageRecordsOf = (keyId: string) => store.db.selectFrom('usage_records').select(['id', 'status']).where('key_id', '=', keyId).execute();
+  const usageRecordsOf = (keyId: string) => store.db.selectFrom('usage_records').select(['id', 'status', 'hold_id']).where('key_id', '=', keyId).execute();
 
   const expectRefusedByLimit = (refused: Outcome[]) => {
     for (const r of refused) {
@@ -182,8 +182,10 @@ describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate pro
     const records = await usageRecordsOf(t.keyId);
     expect(records).toHaveLength(rpm);
     expect(records.every((r) => r.status === 'ok')).toBe(true);
-    const holds = await store.db.selectFrom('holds').select('id').where('workspace_id', '=', t.workspaceId).execute();
-    expect(holds).toHaveLength(rpm);
+    // Each admitted call was held and settled once: one usage transfer per hold, one per record.
+    const settled = await store.db.selectFrom('transfers').select('hold_id').where('workspace_id', '=', t.workspaceId).where('kind', '=', 'usage').execute();
+    expect(new Set(settled.map((r) => r.hold_id))).toEqual(new Set((await usageRecordsOf(t.keyId)).map((r) => r.hold_id)));
+    expect(settled).toHaveLength(rpm);
   });
 
   it("refuses once the tokens both processes recorded reach the key's tokens per minute", async () => {

@@ -4,6 +4,7 @@
 // src/pricing) and readers for balances and usage records.
 import { expect } from 'vitest';
 import type { TestServer } from './server.ts';
+import { LeasedLedger } from '../../src/ledger/leases.ts';
 
 /** What the setup helpers need: the admin API of a server (in this process or another). */
 export type AdminApi = Pick<TestServer, 'admin'>;
@@ -255,16 +256,36 @@ export async function usageRecords(s: TestServer, workspaceId: string): Promise<
   return rows.map((r) => normalise(r as unknown as Record<string, unknown>));
 }
 
+/**
+ * The holds the workspace's usage transfers settled, one transfer each (the database allows no
+ * second): a held call's own holds row, or the id a call admitted against a balance lease got.
+ */
+export async function settledHoldIds(s: TestServer, workspaceId: string): Promise<string[]> {
+  const rows = await s.running.ctx.store.db.selectFrom('transfers').select('hold_id').where('workspace_id', '=', workspaceId).where('kind', '=', 'usage').execute();
+  return rows.map((r) => r.hold_id!);
+}
+
 /** Sum of the workspace's usage transfers (what was debited for calls), from the ledger itself. */
 export async function usageTransfersTotal(s: TestServer, workspaceId: string): Promise<bigint> {
   const rows = await s.running.ctx.store.db.selectFrom('transfers').select('amount_micros').where('workspace_id', '=', workspaceId).where('kind', '=', 'usage').execute();
   return rows.reduce((sum, r) => sum + BigInt(r.amount_micros as bigint | number | string), 0n);
 }
 
-/** Pending holds of the workspace, straight from the holds table. */
+/**
+ * Calls of the workspace still holding credits: pending call holds straight from the holds table,
+ * plus calls admitted against this server's balance lease and not yet settled or voided.
+ */
 export async function pendingHolds(s: TestServer, workspaceId: string): Promise<number> {
-  const rows = await s.running.ctx.store.db.selectFrom('holds').select('id').where('workspace_id', '=', workspaceId).where('status', '=', 'pending').execute();
-  return rows.length;
+  const rows = await s.running.ctx.store.db
+    .selectFrom('holds')
+    .select('id')
+    .where('workspace_id', '=', workspaceId)
+    .where('status', '=', 'pending')
+    .where('kind', '=', 'call')
+    .execute();
+  const ledger = s.running.ctx.ledger;
+  const leased = ledger instanceof LeasedLedger ? ledger.leasedCallsInFlight(workspaceId) : 0;
+  return rows.length + leased;
 }
 
 /** Every column of every row, as text: for proving that no prompt or completion text is stored. */

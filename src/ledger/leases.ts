@@ -1,0 +1,422 @@
+// Balance leases: an instance reserves a slice of a workspace's available credits with one ledger
+// hold (kind 'lease') and admits calls against that slice in memory, so a call's admission costs
+// no database write; its settlement is still one durable transaction (debit, lots, transfer,
+// usage record) that also shrinks the lease by what the call had reserved. Leases are what make
+// this safe across processes: each instance can only admit what its own lease holds, and the
+// lease itself was admitted against the workspace's available credits like any hold, so the
+// workspace can never be committed past what it has. Near the limit leases stop: a lease is at
+// most 1/`availableDivisor` of what is available, and when that is too small for a handful of
+// calls every call goes to the ledger directly (with the gateway's strict mode), after the
+// instance has handed back whatever its lease still held free. Calls with a key budget are held
+// directly too, since their budget counters are reserved in the hold's own transaction.
+// A crashed instance's lease is released by the hold sweeper when it expires, like any hold.
+import { newId } from '../lib/ids.ts';
+import { conflict, notFound } from '../lib/errors.ts';
+import { execute, prepare, queryRows } from '../store/prepared.ts';
+import { workspaceAccountId } from './accounts.ts';
+import { insertRecords, type LedgerRecord } from './records.ts';
+import { toBigInt } from './money.ts';
+import {
+  checkHoldTimeout,
+  checkKey,
+  postUsage,
+  validateAmount,
+  type GrantInput,
+  type GrantResult,
+  type HoldInput,
+  type HoldResult,
+  type Ledger,
+  type LedgerApi,
+  type LedgerLimits,
+  type SettleInput,
+  type SettleResult,
+  type VoidResult,
+} from './ledger.ts';
+
+export interface LeaseOptions {
+  /** A lease holds free at most this many calls of the size that made it grow. */
+  callsPerLease?: number;
+  /** ...and at most this share (1/n) of what the workspace has available. */
+  availableDivisor?: number;
+  /** Below room for this many calls, no lease: every call is held in the ledger directly. */
+  minCallsPerLease?: number;
+  now?: () => number;
+}
+
+const defaultCallsPerLease = 256n;
+const defaultAvailableDivisor = 8n;
+const defaultMinCallsPerLease = 4n;
+/** Attempts to admit against a lease (each may wait for it to grow) before holding directly. */
+const maxLeaseAttempts = 4;
+/** After a workspace was found near its limit for calls of some size, calls as large are held directly for this long without asking again. */
+const nearLimitMemoMs = 1000;
+
+interface Lease {
+  /** The id of the lease's holds row. */
+  id: string;
+  workspaceId: string;
+  accountId: string;
+  /** What the lease row reserves, as of its last committed change. */
+  amount: bigint;
+  /** What calls admitted against it and not yet settled or voided reserve. */
+  reserved: bigint;
+  inFlight: number;
+  /** The lease row's expiry, as of its last committed change. */
+  expiresAt: number;
+  /** Admits new calls; false once retired (handed back) or found expired. */
+  open: boolean;
+}
+
+interface LeasedCall {
+  lease: Lease;
+  workspaceId: string;
+  amount: bigint;
+  key: string;
+  admitted: Extract<HoldResult, { ok: true }>;
+  done: boolean;
+}
+
+type GrowOutcome = { kind: 'grown'; leaseId: string; created: boolean; added: bigint; expiresAt: number } | { kind: 'near_limit' } | { kind: 'lease_gone' };
+
+export interface LeaseStats {
+  leases: number;
+  leasedCallsInFlight: number;
+  /** Admissions served from memory, and those that took a database write (lease growth or a direct hold). */
+  admittedFromLease: number;
+  leaseWrites: number;
+  directHolds: number;
+}
+
+export class LeasedLedger implements LedgerApi {
+  readonly inner: Ledger;
+  readonly stats: LeaseStats = { leases: 0, leasedCallsInFlight: 0, admittedFromLease: 0, leaseWrites: 0, directHolds: 0 };
+  readonly #callsPerLease: bigint;
+  readonly #divisor: bigint;
+  readonly #minCalls: bigint;
+  readonly #now: () => number;
+  readonly #leases = new Map<string, Lease>();
+  readonly #calls = new Map<string, LeasedCall>();
+  readonly #byKey = new Map<string, LeasedCall>();
+  /** The one growth (or creation) of a workspace's lease in flight. */
+  readonly #growth = new Map<string, Promise<'grown' | 'near_limit'>>();
+  readonly #nearLimit = new Map<string, { until: number; needMicros: bigint }>();
+  /** Hand-backs and final releases still running, awaited by drain(). */
+  readonly #background = new Set<Promise<void>>();
+
+  constructor(inner: Ledger, opts: LeaseOptions = {}) {
+    this.inner = inner;
+    this.#callsPerLease = BigInt(opts.callsPerLease ?? defaultCallsPerLease);
+    this.#divisor = BigInt(opts.availableDivisor ?? defaultAvailableDivisor);
+    this.#minCalls = BigInt(opts.minCallsPerLease ?? defaultMinCallsPerLease);
+    if (this.#callsPerLease < 1n || this.#divisor < 1n || this.#minCalls < 1n) throw new Error('lease options must be positive');
+    this.#now = opts.now ?? inner.now;
+  }
+
+  grant(input: GrantInput): Promise<GrantResult> {
+    return this.inner.grant(input);
+  }
+
+  async hold(input: HoldInput): Promise<HoldResult> {
+    validateAmount(input.amountMicros, 'amount', true);
+    checkHoldTimeout(input.timeoutMs);
+    const key = checkKey(input.idempotencyKey);
+    // Key budgets are reserved in the hold's own transaction, and so is a zero amount's nothing.
+    if ((input.budgets && input.budgets.length > 0) || input.amountMicros === 0n) return this.#direct(input);
+    const replay = this.#byKey.get(key);
+    if (replay) {
+      if (replay.workspaceId !== input.workspaceId || replay.amount !== input.amountMicros) {
+        throw conflict('idempotency_key_reused', `Idempotency key '${key}' was already used for a different hold.`);
+      }
+      return { ...replay.admitted, replayed: true };
+    }
+    const ws = input.workspaceId;
+    const near = this.#nearLimit.get(ws);
+    if (!near || near.until <= this.#now() || input.amountMicros < near.needMicros) {
+      for (let attempt = 0; attempt < maxLeaseAttempts; attempt++) {
+        const lease = this.#leases.get(ws);
+        if (lease && this.#fits(lease, input)) return this.#admit(lease, input, key);
+        const outcome = await (this.#growth.get(ws) ?? this.#grow(input, lease ?? null));
+        if (outcome === 'near_limit') {
+          this.#nearLimit.set(ws, { until: this.#now() + nearLimitMemoMs, needMicros: input.amountMicros });
+          break;
+        }
+      }
+    }
+    // Near the limit (or admissions keep outrunning growth): hand back what the lease holds free
+    // so the direct hold sees every available credit, then hold in the ledger.
+    const lease = this.#leases.get(ws);
+    if (lease) await this.#retire(lease);
+    return this.#direct(input);
+  }
+
+  async settle(input: SettleInput): Promise<SettleResult> {
+    const call = this.#calls.get(input.holdId);
+    if (!call || call.workspaceId !== input.workspaceId) return this.inner.settle(input);
+    validateAmount(input.actualMicros, 'actual', true);
+    if (call.done) throw conflict('hold_not_pending', `Hold '${input.holdId}' is already being settled.`);
+    call.done = true;
+    const { lease } = call;
+    const accountId = lease.accountId;
+    let outcome: { posted: SettleResult; late: boolean };
+    try {
+      outcome = await this.inner.committer.submit(accountId, async (tx, batch) => {
+        await batch.lockAccount(tx, accountId);
+        const nowMs = this.#now();
+        // The lease gives back what this call reserved; a lease the sweeper expired meanwhile
+        // already released everything, and the charge posts late, as a settled expired hold does.
+        const [shrunk] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [call.amount, lease.id]);
+        const late = shrunk === undefined;
+        const transferId = input.actualMicros > 0n ? newId('txn', nowMs) : null;
+        const posted = await postUsage(tx, batch, { ...input, accountId, releasedMicros: late ? 0n : call.amount, transferId, late, nowMs });
+        return { posted, late };
+      });
+    } catch (err) {
+      call.done = false;
+      throw err;
+    }
+    const { posted: result, late } = outcome;
+    this.#release(call, late ? 0n : call.amount);
+    if (late) this.#lost(lease);
+    return result;
+  }
+
+  async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
+    const call = this.#calls.get(holdId);
+    if (!call || call.workspaceId !== workspaceId) return this.inner.void(workspaceId, holdId, records);
+    if (call.done) throw conflict('hold_not_pending', `Hold '${holdId}' is already being settled.`);
+    call.done = true;
+    // Nothing was charged, so the lease keeps the reservation for the next call: only the records
+    // need a write.
+    if (records && records.length > 0) {
+      const engine = this.inner.store.engine;
+      try {
+        await this.inner.committer.submit(call.lease.accountId, (tx) => insertRecords(tx, engine, records, { balanceAfterMicros: null, transferId: null }));
+      } catch (err) {
+        call.done = false;
+        throw err;
+      }
+    }
+    this.#release(call, 0n);
+    return { holdId, status: 'voided', releasedMicros: call.amount, replayed: false };
+  }
+
+  sweepExpiredHolds(limit?: number): Promise<number> {
+    return this.inner.sweepExpiredHolds(limit);
+  }
+
+  expireLots(limit?: number): Promise<number> {
+    return this.inner.expireLots(limit);
+  }
+
+  setLimits(workspaceId: string, limits: LedgerLimits): Promise<void> {
+    return this.inner.setLimits(workspaceId, limits);
+  }
+
+  /** Leased calls of a workspace admitted and not yet settled or voided (in this instance). */
+  leasedCallsInFlight(workspaceId: string): number {
+    let n = 0;
+    for (const c of this.#calls.values()) if (c.workspaceId === workspaceId) n++;
+    return n;
+  }
+
+  async drain(): Promise<void> {
+    do {
+      await Promise.all(this.#background);
+      await this.inner.drain();
+    } while (this.#background.size > 0);
+  }
+
+  /** Hands every lease back (what calls still in flight reserve stays held until they end), then drains. */
+  async close(): Promise<void> {
+    await this.drain();
+    await Promise.all([...this.#leases.values()].map((l) => this.#retire(l)));
+    await this.drain();
+  }
+
+  #fits(lease: Lease, input: HoldInput): boolean {
+    return lease.open && lease.amount - lease.reserved >= input.amountMicros && lease.expiresAt - this.#now() >= input.timeoutMs;
+  }
+
+  #admit(lease: Lease, input: HoldInput, key: string): HoldResult {
+    const nowMs = this.#now();
+    const holdId = newId('hold', nowMs);
+    lease.reserved += input.amountMicros;
+    lease.inFlight++;
+    this.stats.leasedCallsInFlight++;
+    this.stats.admittedFromLease++;
+    const admitted = {
+      ok: true as const,
+      holdId,
+      amountMicros: input.amountMicros,
+      expiresAt: nowMs + input.timeoutMs,
+      // What this instance's lease still has free: a lower bound of the workspace's available credits.
+      availableAfterMicros: lease.amount - lease.reserved,
+      replayed: false,
+    };
+    const call: LeasedCall = { lease, workspaceId: input.workspaceId, amount: input.amountMicros, key, admitted, done: false };
+    this.#calls.set(holdId, call);
+    this.#byKey.set(key, call);
+    return admitted;
+  }
+
+  /** A leased call ended: its reservation leaves the lease (and `fromLease` leaves the lease row, as committed). */
+  #release(call: LeasedCall, fromLease: bigint): void {
+    const { lease } = call;
+    this.#calls.delete(call.admitted.holdId);
+    this.#byKey.delete(call.key);
+    lease.reserved -= call.amount;
+    lease.amount -= fromLease;
+    lease.inFlight--;
+    this.stats.leasedCallsInFlight--;
+    if (!lease.open && lease.inFlight === 0) this.#inBackground(this.#finishLease(lease));
+  }
+
+  #direct(input: HoldInput): Promise<HoldResult> {
+    this.stats.directHolds++;
+    return this.inner.hold(input);
+  }
+
+  /**
+   * Grows the workspace's lease (creating it when there is none) so it has room for `input` and
+   * more, and pushes its expiry out. One growth per workspace at a time; other calls wait for it.
+   * A lease retired meanwhile is not grown: a new one is made instead.
+   */
+  #grow(input: HoldInput, lease: Lease | null): Promise<'grown' | 'near_limit'> {
+    const accountId = workspaceAccountId(input.workspaceId);
+    const need = input.amountMicros;
+    const growth = this.inner.committer.submit(accountId, async (tx, batch): Promise<GrowOutcome> => {
+      await batch.lockAccount(tx, accountId);
+      const [acct] = await queryRows<{ available: unknown }>(tx, batch.engine, sqlAvailable, [accountId]);
+      if (!acct) throw notFound('workspace', input.workspaceId);
+      const available = toBigInt(acct.available);
+      // Calls that settle in this batch before this write lower `amount` and `reserved` alike, so
+      // the free part read from memory here is exact.
+      const free = lease && lease.open ? lease.amount - lease.reserved : 0n;
+      const room = available + free;
+      const target = min(need * this.#callsPerLease, room / this.#divisor);
+      if (target < need * this.#minCalls) return { kind: 'near_limit' };
+      const added = target > free ? target - free : 0n;
+      const nowMs = this.#now();
+      const expiresAt = nowMs + 2 * input.timeoutMs;
+      if (lease && lease.open) {
+        const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlGrowLease, [added, expiresAt, lease.id]);
+        if (!row) return { kind: 'lease_gone' };
+        await execute(tx, batch.engine, sqlReservePending, [added, accountId]);
+        return { kind: 'grown', leaseId: lease.id, created: false, added, expiresAt };
+      }
+      const leaseId = newId('hold', nowMs);
+      await tx
+        .insertInto('holds')
+        .values({
+          id: leaseId,
+          account_id: accountId,
+          workspace_id: input.workspaceId,
+          amount_micros: added,
+          status: 'pending',
+          kind: 'lease',
+          idempotency_key: `lease:${leaseId}`,
+          ref: null,
+          expires_at: expiresAt,
+          settled_micros: null,
+          transfer_id: null,
+          created_at: nowMs,
+          resolved_at: null,
+          budget_ids: null,
+          rejection: null,
+        })
+        .execute();
+      await execute(tx, batch.engine, sqlReservePending, [added, accountId]);
+      return { kind: 'grown', leaseId, created: true, added, expiresAt };
+    });
+    const done = growth
+      .then((outcome): 'grown' | 'near_limit' => {
+        this.stats.leaseWrites++;
+        if (outcome.kind === 'near_limit') return 'near_limit';
+        if (outcome.kind === 'lease_gone') {
+          if (lease) this.#lost(lease);
+          return 'grown';
+        }
+        if (outcome.created) {
+          this.#leases.set(input.workspaceId, {
+            id: outcome.leaseId,
+            workspaceId: input.workspaceId,
+            accountId,
+            amount: outcome.added,
+            reserved: 0n,
+            inFlight: 0,
+            expiresAt: outcome.expiresAt,
+            open: true,
+          });
+          this.stats.leases++;
+        } else if (lease) {
+          lease.amount += outcome.added;
+          lease.expiresAt = outcome.expiresAt;
+        }
+        return 'grown';
+      })
+      .finally(() => this.#growth.delete(input.workspaceId));
+    this.#growth.set(input.workspaceId, done);
+    return done;
+  }
+
+  /** Stops a lease admitting calls and hands back what it holds free (all of it once no call is in flight). */
+  #retire(lease: Lease): Promise<void> {
+    if (this.#leases.get(lease.workspaceId) === lease) this.#leases.delete(lease.workspaceId);
+    if (!lease.open) return Promise.resolve();
+    lease.open = false;
+    this.stats.leases--;
+    const work = lease.inFlight === 0 ? this.#finishLease(lease) : this.#handBackFree(lease);
+    this.#inBackground(work);
+    return work;
+  }
+
+  /** A retired lease with calls still in flight keeps exactly what they reserve. */
+  async #handBackFree(lease: Lease): Promise<void> {
+    const accountId = lease.accountId;
+    const free = await this.inner.committer.submit(accountId, async (tx, batch) => {
+      await batch.lockAccount(tx, accountId);
+      const free = lease.amount - lease.reserved;
+      if (free <= 0n) return 0n;
+      const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [free, lease.id]);
+      if (!row) return 0n;
+      await execute(tx, batch.engine, sqlReleasePending, [free, accountId]);
+      return free;
+    });
+    lease.amount -= free;
+  }
+
+  /** Ends a lease no call uses any more: the row is voided and whatever it still reserves is released. */
+  async #finishLease(lease: Lease): Promise<void> {
+    const accountId = lease.accountId;
+    await this.inner.committer.submit(accountId, async (tx, batch) => {
+      await batch.lockAccount(tx, accountId);
+      const [row] = await queryRows<{ amount_micros: unknown }>(tx, batch.engine, sqlVoidLease, [this.#now(), lease.id]);
+      if (row) await execute(tx, batch.engine, sqlReleasePending, [toBigInt(row.amount_micros), accountId]);
+    });
+    lease.amount = 0n;
+  }
+
+  /** The sweeper expired a lease (this instance stalled past its expiry): it admits nothing more. */
+  #lost(lease: Lease): void {
+    if (this.#leases.get(lease.workspaceId) === lease) this.#leases.delete(lease.workspaceId);
+    if (lease.open) this.stats.leases--;
+    lease.open = false;
+  }
+
+  #inBackground(work: Promise<void>): void {
+    const tracked = work.catch(() => {
+      // A failed hand-back leaves the lease row pending: the sweeper releases it at its expiry.
+    });
+    this.#background.add(tracked);
+    void tracked.finally(() => this.#background.delete(tracked));
+  }
+}
+
+const min = (a: bigint, b: bigint) => (a < b ? a : b);
+
+const sqlAvailable = prepare('select credits_posted - debits_posted - debits_pending + overdraft_limit_micros as available from accounts where id = ?');
+const sqlShrinkLease = prepare("update holds set amount_micros = amount_micros - ? where id = ? and status = 'pending' returning id");
+const sqlGrowLease = prepare("update holds set amount_micros = amount_micros + ?, expires_at = ? where id = ? and status = 'pending' returning id");
+const sqlVoidLease = prepare("update holds set status = 'voided', resolved_at = ? where id = ? and status = 'pending' returning amount_micros");
+const sqlReservePending = prepare('update accounts set debits_pending = debits_pending + ? where id = ?');
+const sqlReleasePending = prepare('update accounts set debits_pending = debits_pending - ? where id = ?');
