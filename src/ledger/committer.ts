@@ -35,9 +35,20 @@ export interface Batch {
 
 export type OpRun<R> = (tx: Tx, batch: Batch) => Promise<R>;
 
+/**
+ * Writes of one kind that a batch runs together, set-based: consecutive writes of a batch with the
+ * same `key` (and so the same sort key) go to one `run` call, which answers each input in order.
+ * A write re-run on its own (after its batch failed) is a `run` of one input.
+ */
+export interface OpGroup<I, R> {
+  key: string;
+  run(tx: Tx, batch: Batch, inputs: I[]): Promise<R[]>;
+}
+
 interface Pending<R> {
   sortKey: string;
-  run: OpRun<R>;
+  run: OpRun<R> | null;
+  group: { def: OpGroup<unknown, R>; input: unknown } | null;
   resolve: (value: R) => void;
   reject: (err: unknown) => void;
 }
@@ -88,9 +99,18 @@ export class GroupCommitter {
    * writes inside a batch, so concurrent batches in several processes take row locks in the same order.
    */
   submit<R>(sortKey: string, run: OpRun<R>): Promise<R> {
+    return this.#enqueue<R>({ sortKey, run, group: null });
+  }
+
+  /** Queues a write that runs together with the batch's other writes of the same group (see OpGroup). */
+  submitGrouped<I, R>(sortKey: string, group: OpGroup<I, R>, input: I): Promise<R> {
+    return this.#enqueue<R>({ sortKey, run: null, group: { def: group as OpGroup<unknown, R>, input } });
+  }
+
+  #enqueue<R>(op: Pick<Pending<R>, 'sortKey' | 'run' | 'group'>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
-      const lane = this.#lanes[laneOf(sortKey, this.#lanes.length)];
-      lane.queue.push({ sortKey, run, resolve, reject } as Pending<unknown>);
+      const lane = this.#lanes[laneOf(op.sortKey, this.#lanes.length)];
+      lane.queue.push({ ...op, resolve, reject } as Pending<unknown>);
       this.#schedule(lane);
     });
   }
@@ -155,7 +175,21 @@ export class GroupCommitter {
         return await this.#store.db.transaction().execute(async (tx) => {
           const batch = new BatchState(this.#store.engine);
           const results: unknown[] = [];
-          for (const op of ops) results.push(await op.run(tx, batch));
+          for (let i = 0; i < ops.length; ) {
+            const op = ops[i];
+            if (op.run) {
+              results.push(await op.run(tx, batch));
+              i++;
+              continue;
+            }
+            const def = op.group!.def;
+            let end = i + 1;
+            while (end < ops.length && ops[end].group?.def.key === def.key) end++;
+            const answers = await def.run(tx, batch, ops.slice(i, end).map((o) => o.group!.input));
+            if (answers.length !== end - i) throw new Error(`write group ${def.key} answered ${answers.length} of ${end - i} writes`);
+            results.push(...answers);
+            i = end;
+          }
           await batch.applyDeltas(tx);
           return results;
         });

@@ -180,14 +180,71 @@ describe.each(engines)('balance leases on %s', (engine) => {
     expect(await verifyLedger(t.store.db)).toEqual([]);
   });
 
+  it('settles calls that share a batch set-based, exactly as one at a time: balances, lots burnt, overdraft, warning', async () => {
+    const actuals = ['0.5', '1.7', '0', '2.2', '1.9', '0.3', '1.5'].map((x) => c(x)); // 8.1 credits against 6
+    const fund = async () => {
+      const id = (await createWorkspace(t.store.db, { name: `lots-${Math.random()}` }, clock)).id;
+      const l = new Ledger(t.store, { now });
+      await l.grant({ workspaceId: id, amountMicros: c('3'), source: 'purchase', priority: 10, expiresAt: clock + 100 * minute, idempotencyKey: `a-${id}` });
+      await l.grant({ workspaceId: id, amountMicros: c('2'), source: 'promo', priority: 5, idempotencyKey: `b-${id}` });
+      await l.grant({ workspaceId: id, amountMicros: c('1'), source: 'purchase', priority: 10, idempotencyKey: `c-${id}` });
+      await l.setLimits(id, { warningLimitMicros: c('3') });
+      return id;
+    };
+    const burnt = async (ws: string) =>
+      (
+        await t.store.db
+          .selectFrom('lot_consumptions')
+          .innerJoin('transfers', 'transfers.id', 'lot_consumptions.transfer_id')
+          .innerJoin('lots', 'lots.id', 'lot_consumptions.lot_id')
+          .select(['transfers.balance_after_micros as after', 'lots.note', 'lots.source', 'lots.priority', 'lot_consumptions.amount_micros as amount'])
+          .where('transfers.workspace_id', '=', ws)
+          .orderBy('transfers.balance_after_micros', 'desc')
+          .orderBy('lots.priority')
+          .orderBy('lots.source')
+          .execute()
+      ).map((r) => [toBigInt(r.after), r.source, Number(r.priority), toBigInt(r.amount)]);
+    const warnings = (ws: string) => t.store.db.selectFrom('outbox').select('payload').where('workspace_id', '=', ws).where('topic', '=', 'balance.warning').execute();
+
+    // One at a time, through the ledger's own holds.
+    const one = await fund();
+    const direct = new Ledger(t.store, { now });
+    const heldOne = [];
+    for (const i of actuals.keys()) heldOne.push(admitted(await direct.hold({ workspaceId: one, amountMicros: c('0.01'), timeoutMs: minute, idempotencyKey: `seq-${i}` })));
+    const sequential = [];
+    for (const [i, h] of heldOne.entries()) sequential.push(await direct.settle({ workspaceId: one, holdId: h.holdId, actualMicros: actuals[i] }));
+
+    // Together: admitted from a lease, settled in one batch.
+    const many = await fund();
+    const l = instance();
+    const held = [];
+    for (const i of actuals.keys()) held.push(admitted(await hold(l, many, c('0.01'), `many-${i}`)));
+    expect(l.stats.admittedFromLease).toBe(actuals.length);
+    const batchesBefore = l.inner.committer.stats.batches;
+    const together = await Promise.all(held.map((h, i) => l.settle({ workspaceId: many, holdId: h.holdId, actualMicros: actuals[i] })));
+    expect(l.inner.committer.stats.batches - batchesBefore).toBe(1);
+
+    const view = (r: { balanceAfterMicros: bigint; overdrawnMicros: bigint; chargedMicros: bigint }) => [r.chargedMicros, r.balanceAfterMicros, r.overdrawnMicros];
+    expect(together.map(view)).toEqual(sequential.map(view));
+    expect(together.map((r) => r.overdrawnMicros)).toEqual(['0', '0', '0', '0', '0.3', '0.3', '1.5'].map((x) => c(x)));
+    expect(await burnt(many)).toEqual(await burnt(one));
+    expect((await balanceOf(t.store.db, many)).balanceMicros).toBe(c('-2.1'));
+    // The warning limit (3 credits) was crossed once, by the same call, in both.
+    const [w1, w2] = [await warnings(one), await warnings(many)];
+    expect(w1).toHaveLength(1);
+    expect(JSON.parse(w2[0].payload).balanceMicros).toBe(JSON.parse(w1[0].payload).balanceMicros);
+    expect(w2).toHaveLength(1);
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
+
   // Two instances (each its own committer, as two processes have) race random calls at one small
   // balance. Whatever the interleaving: no call is admitted without cover, so settling every call
   // within its reservation can never take the balance below zero, every debit is exact, and once
   // both instances close nothing stays reserved.
   it.each([11, 12, 13])('never commits more than the balance across instances (seed %i)', async (seed) => {
     const rng = prng(seed);
-    const granted = c('50');
-    const ws = await funded('50');
+    const granted = c('20');
+    const ws = await funded('20');
     const a = instance();
     const b = instance();
     let charged = 0n;

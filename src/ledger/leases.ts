@@ -16,10 +16,11 @@ import { execute, prepare, queryRows } from '../store/prepared.ts';
 import { workspaceAccountId } from './accounts.ts';
 import { insertRecords, type LedgerRecord } from './records.ts';
 import { toBigInt } from './money.ts';
+import type { Batch, OpGroup, Tx } from './committer.ts';
+import { postUsages } from './posting.ts';
 import {
   checkHoldTimeout,
   checkKey,
-  postUsage,
   validateAmount,
   type GrantInput,
   type GrantResult,
@@ -76,6 +77,16 @@ interface LeasedCall {
   done: boolean;
 }
 
+interface LeasedSettle {
+  call: LeasedCall;
+  input: SettleInput;
+}
+
+interface SettledCall {
+  posted: SettleResult;
+  late: boolean;
+}
+
 type GrowOutcome = { kind: 'grown'; leaseId: string; created: boolean; added: bigint; expiresAt: number } | { kind: 'near_limit' } | { kind: 'lease_gone' };
 
 export interface LeaseStats {
@@ -100,6 +111,7 @@ export class LeasedLedger implements LedgerApi {
   /** The one growth (or creation) of a workspace's lease in flight. */
   readonly #growth = new Map<string, Promise<'grown' | 'near_limit'>>();
   readonly #nearLimit = new Map<string, { until: number; needMicros: bigint }>();
+  readonly #settleGroups = new Map<string, OpGroup<LeasedSettle, SettledCall>>();
   /** Hand-backs and final releases still running, awaited by drain(). */
   readonly #background = new Set<Promise<void>>();
 
@@ -156,20 +168,9 @@ export class LeasedLedger implements LedgerApi {
     if (call.done) throw conflict('hold_not_pending', `Hold '${input.holdId}' is already being settled.`);
     call.done = true;
     const { lease } = call;
-    const accountId = lease.accountId;
-    let outcome: { posted: SettleResult; late: boolean };
+    let outcome: SettledCall;
     try {
-      outcome = await this.inner.committer.submit(accountId, async (tx, batch) => {
-        await batch.lockAccount(tx, accountId);
-        const nowMs = this.#now();
-        // The lease gives back what this call reserved; a lease the sweeper expired meanwhile
-        // already released everything, and the charge posts late, as a settled expired hold does.
-        const [shrunk] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [call.amount, lease.id]);
-        const late = shrunk === undefined;
-        const transferId = input.actualMicros > 0n ? newId('txn', nowMs) : null;
-        const posted = await postUsage(tx, batch, { ...input, accountId, releasedMicros: late ? 0n : call.amount, transferId, late, nowMs });
-        return { posted, late };
-      });
+      outcome = await this.inner.committer.submitGrouped(lease.accountId, this.#settleGroup(lease.accountId), { call, input });
     } catch (err) {
       call.done = false;
       throw err;
@@ -231,6 +232,39 @@ export class LeasedLedger implements LedgerApi {
     await this.drain();
     await Promise.all([...this.#leases.values()].map((l) => this.#retire(l)));
     await this.drain();
+  }
+
+  /**
+   * Settles the leased calls of one account that a batch runs together: each lease shrinks once
+   * by what its calls had reserved (a lease the sweeper expired meanwhile already released
+   * everything, and its calls post late, as a settled expired hold does), then every call posts
+   * its actual amount, in order (src/ledger/posting.ts).
+   */
+  #settleGroup(accountId: string): OpGroup<LeasedSettle, SettledCall> {
+    let group = this.#settleGroups.get(accountId);
+    if (group) return group;
+    group = {
+      key: `lease-settle:${accountId}`,
+      run: async (tx: Tx, batch: Batch, items: LeasedSettle[]) => {
+        await batch.lockAccount(tx, accountId);
+        const nowMs = this.#now();
+        const shrinkBy = new Map<string, bigint>();
+        for (const { call } of items) shrinkBy.set(call.lease.id, (shrinkBy.get(call.lease.id) ?? 0n) + call.amount);
+        const gone = new Set<string>();
+        for (const [leaseId, amount] of shrinkBy) {
+          const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [amount, leaseId]);
+          if (!row) gone.add(leaseId);
+        }
+        const postings = items.map(({ call, input }) => {
+          const late = gone.has(call.lease.id);
+          return { ...input, releasedMicros: late ? 0n : call.amount, transferId: input.actualMicros > 0n ? newId('txn', nowMs) : null, late, nowMs };
+        });
+        const posted = await postUsages(tx, batch, accountId, postings);
+        return posted.map((p, i) => ({ posted: p, late: postings[i].late }));
+      },
+    };
+    this.#settleGroups.set(accountId, group);
+    return group;
   }
 
   #fits(lease: Lease, input: HoldInput): boolean {

@@ -8,7 +8,8 @@ import { AppError, conflict, invalid, notFound } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import { GroupCommitter, type Batch, type CommitterOptions, type Tx } from './committer.ts';
 import { fundingAccount, operatorAccounts, workspaceAccountId, type LotSource } from './accounts.ts';
-import { burnLots, lockExistingAccount, max, min } from './lots.ts';
+import { lockExistingAccount, max, min } from './lots.ts';
+import { postUsages } from './posting.ts';
 import { parseCounterIds, postBudgets, releaseBudgets, reserveBudgets, type BudgetLimit } from './budgets.ts';
 import { maxAbsMicros, maxAccountMicros, toBigInt } from './money.ts';
 import { execute, prepare, queryRows } from '../store/prepared.ts';
@@ -333,7 +334,8 @@ export class Ledger implements LedgerApi {
       // A late settlement's reservation was already released by the sweeper.
       const released = late ? 0n : toBigInt(claimed.amount_micros);
       await postBudgets(tx, parseCounterIds(claimed.budget_ids), released, actual);
-      return postUsage(tx, batch, { ...input, accountId, actualMicros: actual, releasedMicros: released, transferId, late, nowMs });
+      const [posted] = await postUsages(tx, batch, accountId, [{ ...input, releasedMicros: released, transferId, late, nowMs }]);
+      return posted;
     });
   }
 
@@ -498,13 +500,6 @@ interface AccountAfterHold {
   overdraft_limit_micros: unknown;
 }
 
-interface AccountAfterSettle {
-  credits_posted: unknown;
-  debits_posted: unknown;
-  debits_pending: unknown;
-  warning_limit_micros: unknown;
-}
-
 // The hot path's statements (see src/store/prepared.ts).
 const sqlReserve = prepare(`
   update accounts set debits_pending = debits_pending + ?
@@ -520,73 +515,6 @@ const sqlClaimHold = prepare(`
   update holds set status = 'settled', settled_micros = ?, transfer_id = ?, resolved_at = ?, settled_late = ?
   where id = ? and account_id = ? and status = ?
   returning amount_micros, budget_ids`);
-const sqlPostSettle = prepare(`
-  update accounts set debits_pending = debits_pending - ?, debits_posted = debits_posted + ?, consumed_micros = consumed_micros + ?
-  where id = ?
-  returning credits_posted, debits_posted, debits_pending, warning_limit_micros`);
-const sqlInsertUsageTransfer = prepare(`
-  insert into transfers (id, kind, debit_account_id, credit_account_id, amount_micros, workspace_id, hold_id, lot_id,
-    model, tag, ref, note, balance_after_micros, overdrawn_micros, created_at)
-  values (?, 'usage', ?, ?, ?, ?, ?, null, ?, ?, ?, ?, ?, ?, ?)`);
-
-export interface UsagePosting extends SettleInput {
-  accountId: string;
-  /** What leaves the account's pending reservations (0 for a late settlement). */
-  releasedMicros: bigint;
-  /** Null for a zero charge, which posts no transfer. */
-  transferId: string | null;
-  late: boolean;
-  nowMs: number;
-}
-
-/**
- * The posting half of a settlement, shared by held and leased calls: the actual amount leaves the
- * account (and its lots) for usage revenue, the reservation is released, and the usage record
- * and key counters are written in the same transaction. The caller holds the account's lock.
- */
-export async function postUsage(tx: Tx, batch: Batch, p: UsagePosting): Promise<SettleResult> {
-  const { accountId, actualMicros: actual, transferId, nowMs } = p;
-  const engine = batch.engine;
-  const [acct] = await queryRows<AccountAfterSettle>(tx, engine, sqlPostSettle, [p.releasedMicros, actual, actual, accountId]);
-  assert(acct !== undefined, `account ${accountId} is missing while settling ${p.holdId}`);
-  assert(toBigInt(acct.debits_pending) >= 0n, `account ${accountId} has negative pending after settling ${p.holdId}`);
-  const balanceAfter = toBigInt(acct.credits_posted) - toBigInt(acct.debits_posted);
-  let overdrawn = 0n;
-  if (transferId) {
-    overdrawn = await burnLots(tx, engine, accountId, transferId, actual);
-    await execute(tx, engine, sqlInsertUsageTransfer, [
-      transferId,
-      accountId,
-      operatorAccounts.usageRevenue,
-      actual,
-      p.workspaceId,
-      p.holdId,
-      p.model ?? null,
-      p.tag ?? null,
-      p.ref ?? null,
-      p.note ?? null,
-      balanceAfter,
-      overdrawn,
-      nowMs,
-    ]);
-    batch.creditOperator(operatorAccounts.usageRevenue, actual);
-    await warnIfCrossed(tx, p.workspaceId, acct.warning_limit_micros, balanceAfter + actual, balanceAfter, nowMs);
-  }
-  const result: SettleResult = {
-    holdId: p.holdId,
-    transferId,
-    chargedMicros: actual,
-    releasedMicros: p.late ? 0n : max(p.releasedMicros - actual, 0n),
-    balanceAfterMicros: balanceAfter,
-    overdrawnMicros: overdrawn,
-    late: p.late,
-    replayed: false,
-  };
-  await insertRecords(tx, engine, p.records, result);
-  if (p.keyUsage) batch.addKeyUsage(p.keyUsage.keyId, actual, p.keyUsage.usedAtMs);
-  return result;
-}
-
 async function releasePending(tx: Tx, accountId: string, amount: bigint): Promise<void> {
   await tx
     .updateTable('accounts')

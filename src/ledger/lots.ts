@@ -2,35 +2,72 @@
 // oldest) and records how much of each it took. The caller holds the workspace account's row lock.
 import type { Tx, Batch } from './committer.ts';
 import type { Engine } from '../store/db.ts';
-import { execute, prepare, queryRows } from '../store/prepared.ts';
+import { execute, insertRows, prepare, queryRows } from '../store/prepared.ts';
 import { toBigInt } from './money.ts';
 
 const burnPageSize = 32;
 
-/** Burns up to `amountMicros` from the account's lots; returns the part no lot covered. */
-export async function burnLots(tx: Tx, engine: Engine, accountId: string, transferId: string, amountMicros: bigint): Promise<bigint> {
-  let left = amountMicros;
-  while (left > 0n) {
-    const lots = await queryRows<{ id: string; remaining_micros: unknown }>(tx, engine, sqlBurnOrder, [accountId, burnPageSize]);
-    for (const lot of lots) {
-      const take = min(left, toBigInt(lot.remaining_micros));
-      await execute(tx, engine, sqlTakeFromLot, [take, lot.id]);
-      await execute(tx, engine, sqlRecordConsumption, [transferId, lot.id, take]);
-      left -= take;
-      if (left === 0n) break;
-    }
-    if (lots.length < burnPageSize) break;
-  }
-  return left;
+export interface LotDebit {
+  transferId: string;
+  amountMicros: bigint;
 }
 
+/**
+ * Burns debits of one account in the order given, each from the lots left by the ones before it,
+ * as the same debits one at a time would; returns the part of each that no lot covered. Each lot
+ * touched is updated once and the consumptions are inserted together.
+ */
+export async function burnLots(tx: Tx, engine: Engine, accountId: string, debits: LotDebit[]): Promise<bigint[]> {
+  const uncovered: bigint[] = [];
+  const consumptions: unknown[][] = [];
+  const taken = new Map<string, bigint>();
+  let page: { id: string; remaining: bigint }[] = [];
+  let next = 0;
+  let lastPage = false;
+  const applyTaken = async () => {
+    for (const [id, take] of taken) await execute(tx, engine, sqlTakeFromLot, [take, id]);
+    taken.clear();
+  };
+  // Lots burnt to zero leave the burn order, so after applying what was taken the next page starts where this one ended.
+  const readPage = async () => {
+    await applyTaken();
+    const rows = await queryRows<{ id: string; remaining_micros: unknown }>(tx, engine, sqlBurnOrder, [accountId, burnPageSize]);
+    page = rows.map((r) => ({ id: r.id, remaining: toBigInt(r.remaining_micros) }));
+    next = 0;
+    lastPage = rows.length < burnPageSize;
+  };
+  let read = false;
+  for (const debit of debits) {
+    let left = debit.amountMicros;
+    while (left > 0n) {
+      if (next >= page.length) {
+        if (read && lastPage) break;
+        await readPage();
+        read = true;
+        if (page.length === 0) break;
+      }
+      const lot = page[next];
+      const take = min(left, lot.remaining);
+      lot.remaining -= take;
+      left -= take;
+      taken.set(lot.id, (taken.get(lot.id) ?? 0n) + take);
+      consumptions.push([debit.transferId, lot.id, take]);
+      if (lot.remaining === 0n) next++;
+    }
+    uncovered.push(left);
+  }
+  await applyTaken();
+  await insertRows(tx, engine, lotConsumptions, consumptions);
+  return uncovered;
+}
+
+const lotConsumptions = { table: 'lot_consumptions', columns: ['transfer_id', 'lot_id', 'amount_micros'] } as const;
 const sqlBurnOrder = prepare(`
   select id, remaining_micros from lots
   where account_id = ? and remaining_micros > 0
   order by priority, expires_at is null, expires_at, created_at, id
   limit ?`);
 const sqlTakeFromLot = prepare('update lots set remaining_micros = remaining_micros - ? where id = ?');
-const sqlRecordConsumption = prepare('insert into lot_consumptions (transfer_id, lot_id, amount_micros) values (?, ?, ?)');
 
 const sqlAccountExists = prepare('select id from accounts where id = ?');
 

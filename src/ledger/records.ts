@@ -4,7 +4,7 @@
 // transaction; a column listed in `fill` takes its value from the write's result.
 import type { Tx } from './committer.ts';
 import type { Engine } from '../store/db.ts';
-import { execute, prepare, type Prepared } from '../store/prepared.ts';
+import { insertRows } from '../store/prepared.ts';
 
 /** Tables a ledger write may carry rows for. */
 export type RecordTable = 'usage_records';
@@ -23,33 +23,39 @@ export interface RecordResult {
 }
 
 const identifier = /^[a-z_][a-z0-9_]*$/;
-const statements = new Map<string, Prepared>();
 
 /** Inserts each record in `tx`, its `fill` columns taken from `result`. */
 export async function insertRecords(tx: Tx, engine: Engine, records: LedgerRecord[] | undefined, result: RecordResult): Promise<void> {
-  if (!records) return;
-  for (const r of records) {
-    const columns = Object.keys(r.values);
-    const params = Object.values(r.values);
-    if (r.fill?.balanceAfterMicros) {
-      columns.push(r.fill.balanceAfterMicros);
-      params.push(result.balanceAfterMicros);
-    }
-    if (r.fill?.transferId) {
-      columns.push(r.fill.transferId);
-      params.push(result.transferId);
-    }
-    await execute(tx, engine, statementFor(r.table, columns), params);
-  }
+  if (records && records.length > 0) await insertRecordsMany(tx, engine, [{ records, result }]);
 }
 
-function statementFor(table: RecordTable, columns: string[]): Prepared {
-  const key = `${table}(${columns.join(',')})`;
-  let stmt = statements.get(key);
-  if (!stmt) {
-    if (!recordTables.includes(table) || !columns.every((c) => identifier.test(c))) throw new Error(`not a ledger record: ${key}`);
-    stmt = prepare(`insert into ${table} (${columns.join(', ')}) values (${columns.map(() => '?').join(', ')})`);
-    statements.set(key, stmt);
+/**
+ * The records of many writes of one batch, each filled from its own write's result: rows of the
+ * same table and columns go in multi-row statements.
+ */
+export async function insertRecordsMany(tx: Tx, engine: Engine, items: { records?: LedgerRecord[]; result: RecordResult }[]): Promise<void> {
+  const shapes = new Map<string, { table: RecordTable; columns: string[]; rows: unknown[][] }>();
+  for (const { records, result } of items) {
+    for (const r of records ?? []) {
+      const columns = Object.keys(r.values);
+      const row = Object.values(r.values);
+      if (r.fill?.balanceAfterMicros) {
+        columns.push(r.fill.balanceAfterMicros);
+        row.push(result.balanceAfterMicros);
+      }
+      if (r.fill?.transferId) {
+        columns.push(r.fill.transferId);
+        row.push(result.transferId);
+      }
+      const key = `${r.table}(${columns.join(',')})`;
+      let shape = shapes.get(key);
+      if (!shape) {
+        if (!recordTables.includes(r.table) || !columns.every((c) => identifier.test(c))) throw new Error(`not a ledger record: ${key}`);
+        shape = { table: r.table, columns, rows: [] };
+        shapes.set(key, shape);
+      }
+      shape.rows.push(row);
+    }
   }
-  return stmt;
+  for (const shape of shapes.values()) await insertRows(tx, engine, shape, shape.rows);
 }

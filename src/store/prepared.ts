@@ -38,3 +38,32 @@ export async function execute(tx: Transaction<Database>, engine: Engine, stmt: P
   const result = await tx.executeQuery(CompiledQuery.raw(engine === 'sqlite' ? stmt.sqlite : stmt.postgres, params));
   return result.numAffectedRows ?? 0n;
 }
+
+/** Row counts multi-row inserts are cut into, largest first: a handful of statement texts per table, not one per batch size. */
+const insertChunks = [64, 16, 4, 1];
+const multiRowStatements = new Map<string, Prepared>();
+
+/**
+ * Inserts many rows with as few statements as it takes (`insert into … values (…), (…)`), each
+ * row an array of values in `columns` order. `into` is a trusted table and column list, never input.
+ */
+export async function insertRows(tx: Transaction<Database>, engine: Engine, into: { table: string; columns: readonly string[] }, rows: unknown[][]): Promise<void> {
+  let at = 0;
+  while (at < rows.length) {
+    const size = insertChunks.find((n) => n <= rows.length - at)!;
+    const key = `${into.table}(${into.columns.join(',')})x${size}`;
+    let stmt = multiRowStatements.get(key);
+    if (!stmt) {
+      const row = `(${into.columns.map(() => '?').join(', ')})`;
+      stmt = prepare(`insert into ${into.table} (${into.columns.join(', ')}) values ${Array.from({ length: size }, () => row).join(', ')}`);
+      multiRowStatements.set(key, stmt);
+    }
+    const params: unknown[] = [];
+    for (let i = at; i < at + size; i++) {
+      if (rows[i].length !== into.columns.length) throw new Error(`a row for ${into.table} has ${rows[i].length} values for ${into.columns.length} columns`);
+      params.push(...rows[i]);
+    }
+    await execute(tx, engine, stmt, params);
+    at += size;
+  }
+}
