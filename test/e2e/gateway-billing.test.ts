@@ -38,7 +38,11 @@ const fullTokens = countTokens(longReply);
 /** Token counts of the first k pieces joined, for every k. */
 const prefixCounts = (pieces: string[]) => pieces.map((_, k) => countTokens(pieces.slice(0, k).join('')));
 
-describe.each(engines)('billing under disconnects, failures and concurrency on %s', (engine) => {
+// Every call is admitted against a balance lease by default (one ledger hold per call when they
+// are turned off): the same exact billing either way.
+const modes = [...engines.map((engine) => ({ engine, leases: 'on' })), { engine: 'sqlite' as const, leases: 'off' }];
+
+describe.each(modes)('billing under disconnects, failures and concurrency on $engine, balance leases $leases', ({ engine, leases }) => {
   let s: TestServer;
   let mock: OpenAIMock;
   let anthropicMock: AnthropicMock;
@@ -49,7 +53,7 @@ describe.each(engines)('billing under disconnects, failures and concurrency on %
   beforeAll(async () => {
     mock = await startOpenAIMock({ apiKey: upstreamKey });
     anthropicMock = await startAnthropicMock({ apiKey: upstreamKey });
-    s = await startTestServer(engine);
+    s = await startTestServer(engine, { BALANCE_LEASES: leases === 'on' ? 'true' : 'false' });
     setup = await g.setupGateway(s, { provider: { type: 'openai-compatible', baseUrl: mock.url, apiKey: upstreamKey }, upstreamModel: 'gpt-4o-mini' });
     const anthropicProvider = await g.addProvider(s, { type: 'anthropic', baseUrl: anthropicMock.url, apiKey: upstreamKey });
     claude = (await g.addModel(s, { providerId: anthropicProvider.id, upstreamModel: 'claude-mock-1' })).name;
