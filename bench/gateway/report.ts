@@ -136,7 +136,7 @@ export function billingMarkdown(check: BillingCheck, answered200: number, upstre
       .join(', ') || 'none';
   return [
     `- Tollgate answered ${int(answered200)} requests with 200; the ledger holds ${int(check.usageTransfers)} usage transfers for the bench workspace (${check.usageTransfers === answered200 ? 'they match' : '**they differ**'}); the mock upstream saw ${int(upstreamCalls)} calls from Tollgate.`,
-    `- Usage records by status: ${list(check.usageRecordsByStatus)}; holds by status: ${list(check.holdsByStatus)}.`,
+    `- Usage records by status: ${list(check.usageRecordsByStatus)}; holds by kind and status: ${list(check.holdsByStatus)}.`,
     `- Credits consumed (admin balance): ${check.consumedCredits}.`,
     `- \`tollgate ledger verify\`: ${check.ledgerVerify.ok ? 'passed' : '**failed**'} (${check.ledgerVerify.output.split('\n').slice(-1)[0]}).`,
   ].join('\n');

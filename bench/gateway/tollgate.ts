@@ -99,15 +99,16 @@ export async function checkBilling(repoRoot: string, run: TollgateRun, workspace
     const usage = db
       .prepare<[string], { n: bigint; micros: bigint }>("select count(*) as n, coalesce(sum(amount_micros), 0) as micros from transfers where kind = 'usage' and workspace_id = ?")
       .get(workspaceId);
-    const byStatus = (table: 'usage_records' | 'holds') =>
+    const byStatus = (table: 'usage_records' | 'holds', label: string) =>
       Object.fromEntries(
         db
-          .prepare<[string], { status: string; n: bigint }>(`select status, count(*) as n from ${table} where workspace_id = ? group by status order by status`)
+          .prepare<[string], { label: string; n: bigint }>(`select ${label} as label, count(*) as n from ${table} where workspace_id = ? group by label order by label`)
           .all(workspaceId)
-          .map((r) => [r.status, Number(r.n)]),
+          .map((r) => [r.label, Number(r.n)]),
       );
-    const usageRecordsByStatus = byStatus('usage_records');
-    const holdsByStatus = byStatus('holds');
+    const usageRecordsByStatus = byStatus('usage_records', 'status');
+    // Calls admitted against a balance lease have no hold row of their own: the lease has one.
+    const holdsByStatus = byStatus('holds', "kind || ' ' || status");
     const verify = await runToEnd(process.execPath, ['bin/tollgate.mjs', 'ledger', 'verify'], run.env, repoRoot);
     return {
       usageTransfers: Number(usage?.n ?? 0n),
