@@ -186,18 +186,17 @@ export class LeasedLedger implements LedgerApi {
     if (!call || call.workspaceId !== workspaceId) return this.inner.void(workspaceId, holdId, records);
     if (call.done) throw conflict('hold_not_pending', `Hold '${holdId}' is already being settled.`);
     call.done = true;
-    // Nothing was charged, so the lease keeps the reservation for the next call: only the records
-    // need a write.
-    if (records && records.length > 0) {
-      const engine = this.inner.store.engine;
-      try {
+    // Nothing is charged, so the lease keeps the reservation for the next call: only the records
+    // need a write. The reservation is released whether or not they could be written (they are
+    // metadata; a call that is never charged must not keep credits reserved).
+    try {
+      if (records && records.length > 0) {
+        const engine = this.inner.store.engine;
         await this.inner.committer.submit(call.lease.accountId, (tx) => insertRecords(tx, engine, records, { balanceAfterMicros: null, transferId: null }));
-      } catch (err) {
-        call.done = false;
-        throw err;
       }
+    } finally {
+      this.#release(call, 0n);
     }
-    this.#release(call, 0n);
     return { holdId, status: 'voided', releasedMicros: call.amount, replayed: false };
   }
 

@@ -20,7 +20,8 @@ const db = new Database(workerData.file);
 db.pragma('busy_timeout = 1000');
 const timer = setInterval(() => {
   try {
-    db.pragma('wal_checkpoint(PASSIVE)');
+    const [r] = db.pragma('wal_checkpoint(PASSIVE)');
+    if (r && r.log > 0) parentPort.postMessage({ log: r.log, checkpointed: r.checkpointed });
   } catch (err) {
     parentPort.postMessage({ error: String(err && err.message || err) });
   }
@@ -37,15 +38,23 @@ export interface Checkpointer {
   stop(): Promise<void>;
 }
 
-/** Starts checkpointing `file` in a worker thread; `onError` hears of a checkpoint that failed. */
-export function startCheckpointer(file: string, onError: (message: string) => void = () => {}): Checkpointer {
+export interface CheckpointerEvents {
+  /** A checkpoint that failed (the writing connection's own checkpoint still applies). */
+  onError?: (message: string) => void;
+  /** A checkpoint of a WAL that had frames: how many it had and how many are now in the database file. */
+  onCheckpoint?: (frames: { log: number; checkpointed: number }) => void;
+}
+
+/** Starts checkpointing `file` in a worker thread. */
+export function startCheckpointer(file: string, events: CheckpointerEvents = {}): Checkpointer {
   const driver = createRequire(import.meta.url).resolve('better-sqlite3');
   const worker = new Worker(workerSource, { eval: true, workerData: { file, driver, intervalMs: checkpointIntervalMs } });
   worker.unref();
-  worker.on('message', (m: { error?: string }) => {
-    if (m.error) onError(m.error);
+  worker.on('message', (m: { error?: string; log?: number; checkpointed?: number }) => {
+    if (m.error !== undefined) events.onError?.(m.error);
+    else if (m.log !== undefined) events.onCheckpoint?.({ log: m.log, checkpointed: m.checkpointed ?? 0 });
   });
-  worker.on('error', (err) => onError(err.message));
+  worker.on('error', (err) => events.onError?.(err.message));
   const exited = new Promise<void>((resolve) => worker.once('exit', () => resolve()));
   return {
     async stop() {

@@ -67,7 +67,7 @@ export async function openStore(url: string, opts: StoreOptions = {}): Promise<S
   raw.pragma(`busy_timeout = ${sqliteBusyTimeoutMs}`);
   raw.pragma('foreign_keys = ON');
   raw.defaultSafeIntegers(true);
-  const checkpointer = opts.backgroundCheckpoints && file !== ':memory:' ? startCheckpointer(file, opts.onCheckpointError) : null;
+  const checkpointer = opts.backgroundCheckpoints && file !== ':memory:' ? startCheckpointer(file, { onError: opts.onCheckpointError }) : null;
   if (checkpointer) raw.pragma(`wal_autocheckpoint = ${fallbackAutocheckpointPages}`);
   const db = new Kysely<Database>({ dialect: new ImmediateSqliteDialect({ database: cachingDatabase(raw) }) });
   return {
