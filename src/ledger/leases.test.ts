@@ -164,12 +164,13 @@ describe.each(engines)('balance leases on %s', (engine) => {
     expect(stored).toMatchObject({ status: 'upstream_error', hold_id: h.holdId });
   });
 
-  it('posts late when the sweeper expired the lease of a stalled instance, then makes a new lease', async () => {
+  it('posts late when another process swept the lease of a stalled instance, then makes a new lease', async () => {
     const ws = await funded('100');
     const l = instance();
     const h = admitted(await hold(l, ws, c('1'), 'stalled'));
     clock += 61 * minute; // past the lease's expiry (twice the hold timeout)
-    expect(await l.sweepExpiredHolds()).toBe(1);
+    // Another process's sweeper: this instance, stalled, has not run its own.
+    expect(await new Ledger(t.store, { now }).sweepExpiredHolds()).toBe(1);
     expect((await accountRow(ws)).pending).toBe(0n);
     const s = await l.settle({ workspaceId: ws, holdId: h.holdId, actualMicros: c('0.7') });
     expect(s).toMatchObject({ late: true, chargedMicros: c('0.7'), releasedMicros: 0n });
@@ -178,6 +179,66 @@ describe.each(engines)('balance leases on %s', (engine) => {
     expect((await leaseRows(ws)).map((r) => r.status).sort()).toEqual(['expired', 'pending']);
     expect((await balanceOf(t.store.db, ws)).balanceMicros).toBe(c('99.3'));
     expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
+
+  it('never moves the expiry of a lease earlier when a call with a shorter timeout grows it', async () => {
+    const ws = await funded('10000');
+    const l = instance();
+    admitted(await hold(l, ws, c('1'), 'long')); // 30-minute timeout: the lease runs an hour
+    const expiry = async () => Number((await t.store.db.selectFrom('holds').select('expires_at').where('kind', '=', 'lease').where('workspace_id', '=', ws).executeTakeFirstOrThrow()).expires_at);
+    const before = await expiry();
+    admitted(await l.hold({ workspaceId: ws, amountMicros: c('300'), timeoutMs: minute, idempotencyKey: 'short-and-large' }));
+    expect(l.stats.leaseWrites).toBe(2); // it grew the lease
+    expect(await expiry()).toBe(before);
+    clock += 3 * minute;
+    expect(await new Ledger(t.store, { now }).sweepExpiredHolds()).toBe(0);
+  });
+
+  it('gives a leased call past its hold timeout back to the lease, and still posts its settlement late', async () => {
+    const ws = await funded('100');
+    const l = instance();
+    const h = admitted(await l.hold({ workspaceId: ws, amountMicros: c('1'), timeoutMs: minute, idempotencyKey: 'slow' }));
+    const leased = toBigInt((await leaseRows(ws))[0].amount_micros);
+    clock += 1.5 * minute; // past the call's timeout, not yet the lease's (twice it)
+    expect(await l.sweepExpiredHolds()).toBe(1);
+    expect(l.leasedCallsInFlight(ws)).toBe(0);
+    // Its reservation went back to the lease, which still reserves the same on the account.
+    expect(toBigInt((await leaseRows(ws))[0].amount_micros)).toBe(leased);
+    const s = await l.settle({ workspaceId: ws, holdId: h.holdId, actualMicros: c('0.25') });
+    expect(s).toMatchObject({ late: true, chargedMicros: c('0.25'), releasedMicros: 0n });
+    expect(await accountRow(ws)).toMatchObject({ posted: c('0.25'), pending: leased });
+    await expect(l.settle({ workspaceId: ws, holdId: h.holdId, actualMicros: c('0.25') })).rejects.toThrow();
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+    await l.close();
+    expect((await accountRow(ws)).pending).toBe(0n);
+  });
+
+  it('retires a lease whose settlement failed, and releases the call once its timeout passes', async () => {
+    const ws = await funded('100');
+    const l = instance();
+    const record = (id: string, holdId: string) => ({
+      table: 'usage_records' as const,
+      values: { id, workspace_id: ws, key_id: 'key_x', endpoint: 'chat.completions', model: 'm', status: 'ok', hold_id: holdId, created_at: clock },
+    });
+    const a = admitted(await hold(l, ws, c('1'), 'a'));
+    const b = admitted(await hold(l, ws, c('1'), 'b'));
+    const first = (await leaseRows(ws))[0];
+    await l.settle({ workspaceId: ws, holdId: a.holdId, actualMicros: c('0.5'), records: [record('req_same', a.holdId)] });
+    // The same usage record id again: the settlement's transaction fails and nothing of it is written.
+    await expect(l.settle({ workspaceId: ws, holdId: b.holdId, actualMicros: c('0.5'), records: [record('req_same', b.holdId)] })).rejects.toThrow();
+    expect((await balanceOf(t.store.db, ws)).balanceMicros).toBe(c('99.5'));
+    await l.drain();
+    // The lease admits nothing more: it handed back what it held free and keeps only the failed call's 1 credit.
+    expect(toBigInt((await leaseRows(ws)).find((r) => r.id === first.id)!.amount_micros)).toBe(c('1'));
+    admitted(await hold(l, ws, c('1'), 'c'));
+    expect(await leaseRows(ws)).toHaveLength(2);
+    clock += 31 * minute;
+    expect(await l.sweepExpiredHolds()).toBe(2); // the failed call b, and c
+    await l.drain();
+    expect((await leaseRows(ws)).find((r) => r.id === first.id)!.status).toBe('voided');
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+    await l.close();
+    expect((await accountRow(ws)).pending).toBe(0n);
   });
 
   it('settles calls that share a batch set-based, exactly as one at a time: balances, lots burnt, overdraft, warning', async () => {

@@ -51,6 +51,10 @@ const defaultMinCallsPerLease = 4n;
 const maxLeaseAttempts = 4;
 /** After a workspace was found near its limit for calls of some size, calls as large are held directly for this long without asking again. */
 const nearLimitMemoMs = 1000;
+/** How long close() waits for leased calls still in flight to end before handing the leases back. */
+const closeWaitMs = 30_000;
+/** Leased calls that outlived their hold timeout are remembered this long for a late settlement. */
+const expiredCallMemoryMs = 24 * 60 * 60 * 1000;
 
 interface Lease {
   /** The id of the lease's holds row. */
@@ -66,6 +70,11 @@ interface Lease {
   expiresAt: number;
   /** Admits new calls; false once retired (handed back) or found expired. */
   open: boolean;
+  /** The hand-back under way (one at a time per lease), and whether another must follow it. */
+  returning: Promise<void> | null;
+  returnAgain: boolean;
+  /** The row is voided: nothing more to hand back. */
+  finished: boolean;
 }
 
 interface LeasedCall {
@@ -74,7 +83,10 @@ interface LeasedCall {
   amount: bigint;
   key: string;
   admitted: Extract<HoldResult, { ok: true }>;
+  /** A settlement or void is under way (or finished). */
   done: boolean;
+  /** Past its hold timeout without a settlement (see sweepExpiredHolds): its reservation went back to the lease. */
+  expired: boolean;
 }
 
 interface LeasedSettle {
@@ -111,7 +123,9 @@ export class LeasedLedger implements LedgerApi {
   /** The one growth (or creation) of a workspace's lease in flight. */
   readonly #growth = new Map<string, Promise<'grown' | 'near_limit'>>();
   readonly #nearLimit = new Map<string, { until: number; needMicros: bigint }>();
-  readonly #settleGroups = new Map<string, OpGroup<LeasedSettle, SettledCall>>();
+  /** Leased calls whose hold timeout passed unsettled, by hold id: a settlement still posts, late. */
+  readonly #expiredCalls = new Map<string, LeasedCall>();
+  #closing = false;
   /** Hand-backs and final releases still running, awaited by drain(). */
   readonly #background = new Set<Promise<void>>();
 
@@ -143,13 +157,17 @@ export class LeasedLedger implements LedgerApi {
     }
     const ws = input.workspaceId;
     const near = this.#nearLimit.get(ws);
-    if (!near || near.until <= this.#now() || input.amountMicros < near.needMicros) {
+    if (near && near.until <= this.#now()) this.#nearLimit.delete(ws);
+    if (!this.#closing && (!near || near.until <= this.#now() || input.amountMicros < near.needMicros)) {
       for (let attempt = 0; attempt < maxLeaseAttempts; attempt++) {
         const lease = this.#leases.get(ws);
         if (lease && this.#fits(lease, input)) return this.#admit(lease, input, key);
         const outcome = await (this.#growth.get(ws) ?? this.#grow(input, lease ?? null));
         if (outcome === 'near_limit') {
-          this.#nearLimit.set(ws, { until: this.#now() + nearLimitMemoMs, needMicros: input.amountMicros });
+          // Calls at least this large are held directly for a while; a smaller one may still fit a lease.
+          const known = this.#nearLimit.get(ws);
+          const needMicros = known && known.until > this.#now() && known.needMicros < input.amountMicros ? known.needMicros : input.amountMicros;
+          this.#nearLimit.set(ws, { until: this.#now() + nearLimitMemoMs, needMicros });
           break;
         }
       }
@@ -157,12 +175,14 @@ export class LeasedLedger implements LedgerApi {
     // Near the limit (or admissions keep outrunning growth): hand back what the lease holds free
     // so the direct hold sees every available credit, then hold in the ledger.
     const lease = this.#leases.get(ws);
-    if (lease) await this.#retire(lease);
+    // A hand-back that fails leaves the credits reserved until the sweeper expires the lease: the
+    // direct hold then sees less, never more, than is available.
+    if (lease) await this.#retire(lease).catch(() => undefined);
     return this.#direct(input);
   }
 
   async settle(input: SettleInput): Promise<SettleResult> {
-    const call = this.#calls.get(input.holdId);
+    const call = this.#calls.get(input.holdId) ?? this.#expiredCalls.get(input.holdId);
     if (!call || call.workspaceId !== input.workspaceId) return this.inner.settle(input);
     validateAmount(input.actualMicros, 'actual', true);
     if (call.done) throw conflict('hold_not_pending', `Hold '${input.holdId}' is already being settled.`);
@@ -170,15 +190,26 @@ export class LeasedLedger implements LedgerApi {
     const { lease } = call;
     let outcome: SettledCall;
     try {
-      outcome = await this.inner.committer.submitGrouped(lease.accountId, this.#settleGroup(lease.accountId), { call, input });
+      outcome = await this.inner.committer.submitGrouped(lease.accountId, settleGroup(lease.accountId, this.#now), { call, input });
     } catch (err) {
+      // The settlement may have failed for good, or (a connection lost at COMMIT) succeeded after
+      // all: either way this lease's numbers in memory can no longer be trusted to match its row.
+      // It admits nothing more and is ended from what its row says; the call stays reserved until
+      // it is settled again or its hold timeout passes.
       call.done = false;
+      if (!call.expired) void this.#retire(lease);
       throw err;
     }
     const { posted: result, late } = outcome;
-    this.#release(call, late ? 0n : call.amount);
+    if (call.expired) {
+      this.#expiredCalls.delete(input.holdId);
+      return result;
+    }
+    const charged = input.actualMicros > 0n;
+    this.#release(call, late || !charged ? 0n : call.amount);
     if (late) this.#lost(lease);
-    return result;
+    // An uncharged call gave its whole reservation up, back to the lease rather than the account.
+    return late || charged ? result : { ...result, releasedMicros: call.amount };
   }
 
   async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
@@ -200,8 +231,23 @@ export class LeasedLedger implements LedgerApi {
     return { holdId, status: 'voided', releasedMicros: call.amount, replayed: false };
   }
 
-  sweepExpiredHolds(limit?: number): Promise<number> {
-    return this.inner.sweepExpiredHolds(limit);
+  /**
+   * Expires the ledger's holds past their timeout and, as the ledger does to a hold, releases the
+   * reservations of this instance's leased calls past theirs (back to their lease). A later
+   * settlement of such a call still posts, late, as for an expired hold.
+   */
+  async sweepExpiredHolds(limit?: number): Promise<number> {
+    const nowMs = this.#now();
+    let expired = 0;
+    for (const call of [...this.#calls.values()]) {
+      if (call.done || call.admitted.expiresAt > nowMs) continue;
+      call.expired = true;
+      this.#release(call, 0n);
+      this.#expiredCalls.set(call.admitted.holdId, call);
+      expired++;
+    }
+    for (const [id, call] of this.#expiredCalls) if (call.admitted.expiresAt + expiredCallMemoryMs <= nowMs) this.#expiredCalls.delete(id);
+    return expired + (await this.inner.sweepExpiredHolds(limit));
   }
 
   expireLots(limit?: number): Promise<number> {
@@ -226,44 +272,18 @@ export class LeasedLedger implements LedgerApi {
     } while (this.#background.size > 0);
   }
 
-  /** Hands every lease back (what calls still in flight reserve stays held until they end), then drains. */
-  async close(): Promise<void> {
-    await this.drain();
-    await Promise.all([...this.#leases.values()].map((l) => this.#retire(l)));
-    await this.drain();
-  }
-
   /**
-   * Settles the leased calls of one account that a batch runs together: each lease shrinks once
-   * by what its calls had reserved (a lease the sweeper expired meanwhile already released
-   * everything, and its calls post late, as a settled expired hold does), then every call posts
-   * its actual amount, in order (src/ledger/posting.ts).
+   * Stops growing leases, waits (at most 30 s) for the leased calls in flight to end, hands every
+   * lease back, then drains. What calls still in flight after the wait reserve stays held until the
+   * sweeper expires the lease.
    */
-  #settleGroup(accountId: string): OpGroup<LeasedSettle, SettledCall> {
-    let group = this.#settleGroups.get(accountId);
-    if (group) return group;
-    group = {
-      key: `lease-settle:${accountId}`,
-      run: async (tx: Tx, batch: Batch, items: LeasedSettle[]) => {
-        await batch.lockAccount(tx, accountId);
-        const nowMs = this.#now();
-        const shrinkBy = new Map<string, bigint>();
-        for (const { call } of items) shrinkBy.set(call.lease.id, (shrinkBy.get(call.lease.id) ?? 0n) + call.amount);
-        const gone = new Set<string>();
-        for (const [leaseId, amount] of shrinkBy) {
-          const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [amount, leaseId]);
-          if (!row) gone.add(leaseId);
-        }
-        const postings = items.map(({ call, input }) => {
-          const late = gone.has(call.lease.id);
-          return { ...input, releasedMicros: late ? 0n : call.amount, transferId: input.actualMicros > 0n ? newId('txn', nowMs) : null, late, nowMs };
-        });
-        const posted = await postUsages(tx, batch, accountId, postings);
-        return posted.map((p, i) => ({ posted: p, late: postings[i].late }));
-      },
-    };
-    this.#settleGroups.set(accountId, group);
-    return group;
+  async close(): Promise<void> {
+    this.#closing = true;
+    const deadline = Date.now() + closeWaitMs;
+    while (this.#calls.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    await this.drain();
+    await Promise.allSettled([...this.#leases.values()].map((l) => this.#retire(l)));
+    await this.drain();
   }
 
   #fits(lease: Lease, input: HoldInput): boolean {
@@ -286,7 +306,7 @@ export class LeasedLedger implements LedgerApi {
       availableAfterMicros: lease.amount - lease.reserved,
       replayed: false,
     };
-    const call: LeasedCall = { lease, workspaceId: input.workspaceId, amount: input.amountMicros, key, admitted, done: false };
+    const call: LeasedCall = { lease, workspaceId: input.workspaceId, amount: input.amountMicros, key, admitted, done: false, expired: false };
     this.#calls.set(holdId, call);
     this.#byKey.set(key, call);
     return admitted;
@@ -301,7 +321,8 @@ export class LeasedLedger implements LedgerApi {
     lease.amount -= fromLease;
     lease.inFlight--;
     this.stats.leasedCallsInFlight--;
-    if (!lease.open && lease.inFlight === 0) this.#inBackground(this.#finishLease(lease));
+    // A retired lease gives back what each ending call leaves free, and ends with its last call.
+    if (!lease.open) void this.#returnFree(lease);
   }
 
   #direct(input: HoldInput): Promise<HoldResult> {
@@ -327,15 +348,16 @@ export class LeasedLedger implements LedgerApi {
       const free = lease && lease.open ? lease.amount - lease.reserved : 0n;
       const room = available + free;
       const target = min(need * this.#callsPerLease, room / this.#divisor);
-      if (target < need * this.#minCalls) return { kind: 'near_limit' };
+      if (target < need * this.#minCalls || this.#closing) return { kind: 'near_limit' };
       const added = target > free ? target - free : 0n;
       const nowMs = this.#now();
+      // A lease's expiry only ever moves later: calls admitted under it count on it.
       const expiresAt = nowMs + 2 * input.timeoutMs;
       if (lease && lease.open) {
-        const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlGrowLease, [added, expiresAt, lease.id]);
+        const [row] = await queryRows<{ expires_at: unknown }>(tx, batch.engine, sqlGrowLease, [added, expiresAt, expiresAt, lease.id]);
         if (!row) return { kind: 'lease_gone' };
         await execute(tx, batch.engine, sqlReservePending, [added, accountId]);
-        return { kind: 'grown', leaseId: lease.id, created: false, added, expiresAt };
+        return { kind: 'grown', leaseId: lease.id, created: false, added, expiresAt: Number(row.expires_at) };
       }
       const leaseId = newId('hold', nowMs);
       await tx
@@ -379,11 +401,14 @@ export class LeasedLedger implements LedgerApi {
             inFlight: 0,
             expiresAt: outcome.expiresAt,
             open: true,
+            returning: null,
+            returnAgain: false,
+            finished: false,
           });
           this.stats.leases++;
         } else if (lease) {
           lease.amount += outcome.added;
-          lease.expiresAt = outcome.expiresAt;
+          lease.expiresAt = Math.max(lease.expiresAt, outcome.expiresAt);
         }
         return 'grown';
       })
@@ -395,12 +420,36 @@ export class LeasedLedger implements LedgerApi {
   /** Stops a lease admitting calls and hands back what it holds free (all of it once no call is in flight). */
   #retire(lease: Lease): Promise<void> {
     if (this.#leases.get(lease.workspaceId) === lease) this.#leases.delete(lease.workspaceId);
-    if (!lease.open) return Promise.resolve();
-    lease.open = false;
-    this.stats.leases--;
-    const work = lease.inFlight === 0 ? this.#finishLease(lease) : this.#handBackFree(lease);
-    this.#inBackground(work);
-    return work;
+    if (lease.open) {
+      lease.open = false;
+      this.stats.leases--;
+    }
+    return this.#returnFree(lease);
+  }
+
+  /**
+   * Hands back what a retired lease holds free, one hand-back at a time (each reads the lease's
+   * numbers when it runs, so two in one batch would give the same credits back twice); asked again
+   * while one runs, it runs once more after it. Resolves when the lease's row matches its calls.
+   */
+  #returnFree(lease: Lease): Promise<void> {
+    if (lease.returning) {
+      lease.returnAgain = true;
+      return lease.returning;
+    }
+    const run = async () => {
+      do {
+        lease.returnAgain = false;
+        if (lease.inFlight === 0) await this.#finishLease(lease);
+        else await this.#handBackFree(lease);
+      } while (lease.returnAgain && !lease.finished);
+    };
+    const returning = run().finally(() => {
+      lease.returning = null;
+    });
+    lease.returning = returning;
+    this.#inBackground(returning);
+    return returning;
   }
 
   /** A retired lease with calls still in flight keeps exactly what they reserve. */
@@ -427,6 +476,7 @@ export class LeasedLedger implements LedgerApi {
       if (row) await execute(tx, batch.engine, sqlReleasePending, [toBigInt(row.amount_micros), accountId]);
     });
     lease.amount = 0n;
+    lease.finished = true;
   }
 
   /** The sweeper expired a lease (this instance stalled past its expiry): it admits nothing more. */
@@ -445,11 +495,49 @@ export class LeasedLedger implements LedgerApi {
   }
 }
 
+/**
+ * Settles the leased calls of one account that a batch runs together: each lease shrinks once by
+ * what its charged calls had reserved (a lease the sweeper expired meanwhile already released
+ * everything, and its calls post late, as a settled expired hold does; so do calls that outlived
+ * their own hold timeout, whose reservation already went back to the lease), then every call
+ * posts its actual amount, in order (src/ledger/posting.ts). An uncharged call leaves its
+ * reservation in the lease for the next call, as a void does, so it writes no lease change that a
+ * retry could repeat.
+ */
+function settleGroup(accountId: string, now: () => number): OpGroup<LeasedSettle, SettledCall> {
+  return {
+    key: `lease-settle:${accountId}`,
+    run: async (tx: Tx, batch: Batch, items: LeasedSettle[]) => {
+      await batch.lockAccount(tx, accountId);
+      const nowMs = now();
+      const shrinkBy = new Map<string, bigint>();
+      for (const { call, input } of items) {
+        if (call.expired || input.actualMicros === 0n) continue;
+        shrinkBy.set(call.lease.id, (shrinkBy.get(call.lease.id) ?? 0n) + call.amount);
+      }
+      const gone = new Set<string>();
+      for (const [leaseId, amount] of shrinkBy) {
+        const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [amount, leaseId]);
+        if (!row) gone.add(leaseId);
+      }
+      const postings = items.map(({ call, input }) => {
+        const late = call.expired || gone.has(call.lease.id);
+        const released = late || input.actualMicros === 0n ? 0n : call.amount;
+        return { ...input, releasedMicros: released, transferId: input.actualMicros > 0n ? newId('txn', nowMs) : null, late, nowMs };
+      });
+      const posted = await postUsages(tx, batch, accountId, postings);
+      return posted.map((p, i) => ({ posted: p, late: postings[i].late }));
+    },
+  };
+}
+
 const min = (a: bigint, b: bigint) => (a < b ? a : b);
 
 const sqlAvailable = prepare('select credits_posted - debits_posted - debits_pending + overdraft_limit_micros as available from accounts where id = ?');
 const sqlShrinkLease = prepare("update holds set amount_micros = amount_micros - ? where id = ? and status = 'pending' returning id");
-const sqlGrowLease = prepare("update holds set amount_micros = amount_micros + ?, expires_at = ? where id = ? and status = 'pending' returning id");
+const sqlGrowLease = prepare(`
+  update holds set amount_micros = amount_micros + ?, expires_at = case when expires_at > ? then expires_at else ? end
+  where id = ? and status = 'pending' returning expires_at`);
 const sqlVoidLease = prepare("update holds set status = 'voided', resolved_at = ? where id = ? and status = 'pending' returning amount_micros");
 const sqlReservePending = prepare('update accounts set debits_pending = debits_pending + ? where id = ?');
 const sqlReleasePending = prepare('update accounts set debits_pending = debits_pending - ? where id = ?');

@@ -352,10 +352,12 @@ export class Ledger implements LedgerApi {
         .where('id', '=', holdId)
         .where('account_id', '=', accountId)
         .where('status', '=', 'pending')
+        .where('kind', '=', 'call')
         .returning(['amount_micros', 'budget_ids'])
         .executeTakeFirst();
       if (!claimed) {
-        const existing = await tx.selectFrom('holds').select('status').where('id', '=', holdId).where('account_id', '=', accountId).executeTakeFirst();
+        // A balance lease is not a call's hold: only its instance ends it.
+        const existing = await tx.selectFrom('holds').select('status').where('id', '=', holdId).where('account_id', '=', accountId).where('kind', '=', 'call').executeTakeFirst();
         if (!existing) throw notFound('hold', holdId);
         if (existing.status === 'settled') throw conflict('hold_already_settled', `Hold '${holdId}' was settled and cannot be voided.`);
         return { holdId, status: existing.status as VoidResult['status'], releasedMicros: 0n, replayed: true };
@@ -513,7 +515,7 @@ const sqlInsertHold = prepare(`
   returning id`);
 const sqlClaimHold = prepare(`
   update holds set status = 'settled', settled_micros = ?, transfer_id = ?, resolved_at = ?, settled_late = ?
-  where id = ? and account_id = ? and status = ?
+  where id = ? and account_id = ? and status = ? and kind = 'call'
   returning amount_micros, budget_ids`);
 async function releasePending(tx: Tx, accountId: string, amount: bigint): Promise<void> {
   await tx
@@ -570,6 +572,7 @@ async function replaySettle(tx: Tx, input: SettleInput, accountId: string): Prom
     .select(['status', 'settled_micros', 'transfer_id', 'amount_micros', 'settled_late'])
     .where('id', '=', input.holdId)
     .where('account_id', '=', accountId)
+    .where('kind', '=', 'call')
     .executeTakeFirst();
   if (!h) throw notFound('hold', input.holdId);
   if (h.status !== 'settled') throw conflict('hold_not_pending', `Hold '${input.holdId}' is ${h.status} and cannot be settled.`);

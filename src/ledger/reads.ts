@@ -21,19 +21,26 @@ export interface BalanceSummary {
 }
 
 export async function balanceOf(db: Kysely<Database>, workspaceId: string): Promise<BalanceSummary> {
-  const a = await db.selectFrom('accounts').selectAll().where('id', '=', workspaceAccountId(workspaceId)).executeTakeFirst();
+  // Balance leases (src/ledger/leases.ts) are an instance's working reserve, not calls in flight:
+  // shown as pending they would make credits look spoken for that any call can still use. Read in
+  // the same statement as the account, so a lease that grows meanwhile cannot skew the difference.
+  const a = await db
+    .selectFrom('accounts')
+    .selectAll()
+    .select((eb) =>
+      eb
+        .selectFrom('holds')
+        .select(sql<unknown>`coalesce(sum(amount_micros), 0)`.as('total'))
+        .whereRef('holds.account_id', '=', 'accounts.id')
+        .where('holds.status', '=', 'pending')
+        .where('holds.kind', '=', 'lease')
+        .as('leased_micros'),
+    )
+    .where('id', '=', workspaceAccountId(workspaceId))
+    .executeTakeFirst();
   if (!a || a.workspace_id !== workspaceId) throw notFound('workspace', workspaceId);
   const balance = toBigInt(a.credits_posted) - toBigInt(a.debits_posted);
-  // Balance leases (src/ledger/leases.ts) are an instance's working reserve, not calls in flight:
-  // shown as pending they would make credits look spoken for that any call can still use.
-  const leased = await db
-    .selectFrom('holds')
-    .select(sql<unknown>`coalesce(sum(amount_micros), 0)`.as('total'))
-    .where('account_id', '=', a.id)
-    .where('status', '=', 'pending')
-    .where('kind', '=', 'lease')
-    .executeTakeFirst();
-  const pending = toBigInt(a.debits_pending) - toBigInt(leased?.total ?? 0);
+  const pending = toBigInt(a.debits_pending) - toBigInt(a.leased_micros ?? 0);
   const overdraft = toBigInt(a.overdraft_limit_micros);
   return {
     workspaceId,
