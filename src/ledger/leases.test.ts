@@ -17,7 +17,8 @@ describe.each(engines)('balance leases on %s', (engine) => {
   const now = () => clock;
   const instances: LeasedLedger[] = [];
   const instance = () => {
-    const l = new LeasedLedger(new Ledger(t.store, { now }));
+    // Tests end with calls left in flight on purpose: close hands their leases back at once.
+    const l = new LeasedLedger(new Ledger(t.store, { now }), { closeWaitMs: 0 });
     instances.push(l);
     return l;
   };
@@ -208,6 +209,11 @@ describe.each(engines)('balance leases on %s', (engine) => {
     expect(s).toMatchObject({ late: true, chargedMicros: c('0.25'), releasedMicros: 0n });
     expect(await accountRow(ws)).toMatchObject({ posted: c('0.25'), pending: leased });
     await expect(l.settle({ workspaceId: ws, holdId: h.holdId, actualMicros: c('0.25') })).rejects.toThrow();
+    // Voiding a call past its timeout answers as for an expired hold.
+    const other = admitted(await l.hold({ workspaceId: ws, amountMicros: c('1'), timeoutMs: minute, idempotencyKey: 'slow-2' }));
+    clock += 1.5 * minute;
+    expect(await l.sweepExpiredHolds()).toBe(1);
+    expect(await l.void(ws, other.holdId)).toMatchObject({ status: 'expired', releasedMicros: 0n, replayed: true });
     expect(await verifyLedger(t.store.db)).toEqual([]);
     await l.close();
     expect((await accountRow(ws)).pending).toBe(0n);

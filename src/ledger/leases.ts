@@ -41,6 +41,8 @@ export interface LeaseOptions {
   availableDivisor?: number;
   /** Below room for this many calls, no lease: every call is held in the ledger directly. */
   minCallsPerLease?: number;
+  /** How long close() waits for leased calls in flight to end before handing the leases back (default 10 s). */
+  closeWaitMs?: number;
   now?: () => number;
 }
 
@@ -51,8 +53,7 @@ const defaultMinCallsPerLease = 4n;
 const maxLeaseAttempts = 4;
 /** After a workspace was found near its limit for calls of some size, calls as large are held directly for this long without asking again. */
 const nearLimitMemoMs = 1000;
-/** How long close() waits for leased calls still in flight to end before handing the leases back. */
-const closeWaitMs = 30_000;
+const defaultCloseWaitMs = 10_000;
 /** Leased calls that outlived their hold timeout are remembered this long for a late settlement. */
 const expiredCallMemoryMs = 24 * 60 * 60 * 1000;
 
@@ -85,6 +86,8 @@ interface LeasedCall {
   admitted: Extract<HoldResult, { ok: true }>;
   /** A settlement or void is under way (or finished). */
   done: boolean;
+  /** Its settlement failed: nothing to wait for at close (it stays reserved until its timeout). */
+  failed: boolean;
   /** Past its hold timeout without a settlement (see sweepExpiredHolds): its reservation went back to the lease. */
   expired: boolean;
 }
@@ -116,6 +119,7 @@ export class LeasedLedger implements LedgerApi {
   readonly #callsPerLease: bigint;
   readonly #divisor: bigint;
   readonly #minCalls: bigint;
+  readonly #closeWaitMs: number;
   readonly #now: () => number;
   readonly #leases = new Map<string, Lease>();
   readonly #calls = new Map<string, LeasedCall>();
@@ -135,6 +139,7 @@ export class LeasedLedger implements LedgerApi {
     this.#divisor = BigInt(opts.availableDivisor ?? defaultAvailableDivisor);
     this.#minCalls = BigInt(opts.minCallsPerLease ?? defaultMinCallsPerLease);
     if (this.#callsPerLease < 1n || this.#divisor < 1n || this.#minCalls < 1n) throw new Error('lease options must be positive');
+    this.#closeWaitMs = opts.closeWaitMs ?? defaultCloseWaitMs;
     this.#now = opts.now ?? inner.now;
   }
 
@@ -197,6 +202,7 @@ export class LeasedLedger implements LedgerApi {
       // It admits nothing more and is ended from what its row says; the call stays reserved until
       // it is settled again or its hold timeout passes.
       call.done = false;
+      call.failed = true;
       if (!call.expired) void this.#retire(lease);
       throw err;
     }
@@ -213,6 +219,12 @@ export class LeasedLedger implements LedgerApi {
   }
 
   async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
+    const expired = this.#expiredCalls.get(holdId);
+    if (expired && expired.workspaceId === workspaceId && !expired.done) {
+      // As for a hold the sweeper expired: already released, nothing to write.
+      this.#expiredCalls.delete(holdId);
+      return { holdId, status: 'expired', releasedMicros: 0n, replayed: true };
+    }
     const call = this.#calls.get(holdId);
     if (!call || call.workspaceId !== workspaceId) return this.inner.void(workspaceId, holdId, records);
     if (call.done) throw conflict('hold_not_pending', `Hold '${holdId}' is already being settled.`);
@@ -273,14 +285,15 @@ export class LeasedLedger implements LedgerApi {
   }
 
   /**
-   * Stops growing leases, waits (at most 30 s) for the leased calls in flight to end, hands every
-   * lease back, then drains. What calls still in flight after the wait reserve stays held until the
-   * sweeper expires the lease.
+   * Stops growing leases, waits (at most `closeWaitMs`) for the leased calls in flight to end,
+   * hands every lease back, then drains. What calls still in flight after the wait reserve stays
+   * held until the sweeper expires the lease.
    */
   async close(): Promise<void> {
     this.#closing = true;
-    const deadline = Date.now() + closeWaitMs;
-    while (this.#calls.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    const deadline = Date.now() + this.#closeWaitMs;
+    const running = () => [...this.#calls.values()].some((c) => !c.failed);
+    while (running() && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
     await this.drain();
     await Promise.allSettled([...this.#leases.values()].map((l) => this.#retire(l)));
     await this.drain();
@@ -306,7 +319,7 @@ export class LeasedLedger implements LedgerApi {
       availableAfterMicros: lease.amount - lease.reserved,
       replayed: false,
     };
-    const call: LeasedCall = { lease, workspaceId: input.workspaceId, amount: input.amountMicros, key, admitted, done: false, expired: false };
+    const call: LeasedCall = { lease, workspaceId: input.workspaceId, amount: input.amountMicros, key, admitted, done: false, failed: false, expired: false };
     this.#calls.set(holdId, call);
     this.#byKey.set(key, call);
     return admitted;
