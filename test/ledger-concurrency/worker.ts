@@ -6,23 +6,9 @@ import readline from 'node:readline';
 import { openStore } from '../../src/store/db.ts';
 import { AppError, Ledger } from '../../src/ledger/ledger.ts';
 import { contestedGrant, sameGrant, sharedHold, type WorkerArgs, type WorkerReport } from './plan.ts';
+import { prng } from '../helpers/prng.ts';
 
-const credit = 1_000_000n;
 const holdTimeoutMs = 10 * 60 * 1000;
-
-/** mulberry32, as in the model test: the same stream for a seed everywhere. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (lo: number, hi: number) => lo + Math.floor(next() * (hi - lo + 1));
-  return { next, int, chance: (p: number) => next() < p, micros: (lo: number, hi: number) => BigInt(int(lo, hi)) * credit + BigInt(int(0, 999_999)) };
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
