@@ -66,8 +66,11 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   app.setErrorHandler((err, request, reply) => sendAppError(request, reply, err));
   app.setNotFoundHandler((request, reply) => sendAppError(request, reply, { code: 'FST_ERR_NOT_FOUND' }));
 
-  app.addHook('onSend', async (request, reply) => {
+  // Set as the request arrives (a synchronous hook: no promise per request), so every answer,
+  // errors and not-found included, carries it.
+  app.addHook('onRequest', (request, reply, done) => {
     reply.header('x-request-id', request.id);
+    done();
   });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
