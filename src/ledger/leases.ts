@@ -12,7 +12,7 @@
 // A crashed instance's lease is released by the hold sweeper when it expires, like any hold.
 import { newId } from '../lib/ids.ts';
 import { conflict, notFound } from '../lib/errors.ts';
-import { execute, prepare, queryRows } from '../store/prepared.ts';
+import { prepare, queryRows } from '../store/prepared.ts';
 import { workspaceAccountId } from './accounts.ts';
 import { insertRecords, type LedgerRecord } from './records.ts';
 import { toBigInt } from './money.ts';
@@ -21,6 +21,8 @@ import { postUsages } from './posting.ts';
 import {
   checkHoldTimeout,
   checkKey,
+  releasePending,
+  reservePending,
   validateAmount,
   type GrantInput,
   type GrantResult,
@@ -369,7 +371,7 @@ export class LeasedLedger implements LedgerApi {
       if (lease && lease.open) {
         const [row] = await queryRows<{ expires_at: unknown }>(tx, batch.engine, sqlGrowLease, [added, expiresAt, expiresAt, lease.id]);
         if (!row) return { kind: 'lease_gone' };
-        await execute(tx, batch.engine, sqlReservePending, [added, accountId]);
+        await reservePending(tx, batch.engine, accountId, added);
         return { kind: 'grown', leaseId: lease.id, created: false, added, expiresAt: Number(row.expires_at) };
       }
       const leaseId = newId('hold', nowMs);
@@ -393,7 +395,7 @@ export class LeasedLedger implements LedgerApi {
           rejection: null,
         })
         .execute();
-      await execute(tx, batch.engine, sqlReservePending, [added, accountId]);
+      await reservePending(tx, batch.engine, accountId, added);
       return { kind: 'grown', leaseId, created: true, added, expiresAt };
     });
     const done = growth
@@ -474,7 +476,7 @@ export class LeasedLedger implements LedgerApi {
       if (free <= 0n) return 0n;
       const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [free, lease.id]);
       if (!row) return 0n;
-      await execute(tx, batch.engine, sqlReleasePending, [free, accountId]);
+      await releasePending(tx, batch.engine, accountId, free);
       return free;
     });
     lease.amount -= free;
@@ -486,7 +488,7 @@ export class LeasedLedger implements LedgerApi {
     await this.inner.committer.submit(accountId, async (tx, batch) => {
       await batch.lockAccount(tx, accountId);
       const [row] = await queryRows<{ amount_micros: unknown }>(tx, batch.engine, sqlVoidLease, [this.#now(), lease.id]);
-      if (row) await execute(tx, batch.engine, sqlReleasePending, [toBigInt(row.amount_micros), accountId]);
+      if (row) await releasePending(tx, batch.engine, accountId, toBigInt(row.amount_micros));
     });
     lease.amount = 0n;
     lease.finished = true;
@@ -552,5 +554,3 @@ const sqlGrowLease = prepare(`
   update holds set amount_micros = amount_micros + ?, expires_at = case when expires_at > ? then expires_at else ? end
   where id = ? and status = 'pending' returning expires_at`);
 const sqlVoidLease = prepare("update holds set status = 'voided', resolved_at = ? where id = ? and status = 'pending' returning amount_micros");
-const sqlReservePending = prepare('update accounts set debits_pending = debits_pending + ? where id = ?');
-const sqlReleasePending = prepare('update accounts set debits_pending = debits_pending - ? where id = ?');

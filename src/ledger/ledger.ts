@@ -3,10 +3,10 @@
 // committer; after each write the ledger asserts what must hold (balances, floors) and a broken
 // invariant aborts the transaction instead of being logged and ignored.
 import { createHash } from 'node:crypto';
-import type { Store } from '../store/db.ts';
+import type { Engine, Store } from '../store/db.ts';
 import { AppError, conflict, invalid, notFound } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
-import { GroupCommitter, type Batch, type CommitterOptions, type Tx } from './committer.ts';
+import { GroupCommitter, type CommitterOptions, type Tx } from './committer.ts';
 import { fundingAccount, operatorAccounts, workspaceAccountId, type LotSource } from './accounts.ts';
 import { lockExistingAccount, max, min } from './lots.ts';
 import { postUsages } from './posting.ts';
@@ -252,13 +252,7 @@ export class Ledger implements LedgerApi {
       // Key budgets come after the account's row lock (lock order: account, then its counters).
       const reservation = acct && input.budgets?.length ? await reserveBudgets(tx, input.budgets, amount, nowMs) : null;
       const overBudget = reservation !== null && !reservation.ok ? reservation : null;
-      if (overBudget) {
-        await tx
-          .updateTable('accounts')
-          .set((eb) => ({ debits_pending: eb('debits_pending', '-', amount) }))
-          .where('id', '=', accountId)
-          .execute();
-      }
+      if (overBudget) await releasePending(tx, engine, accountId, amount);
       const admitted = acct !== undefined && overBudget === null;
       const counterIds = reservation?.ok ? reservation.counterIds : [];
       const status = admitted ? 'pending' : 'rejected';
@@ -286,11 +280,7 @@ export class Ledger implements LedgerApi {
       if (!inserted) {
         // A replay: undo this attempt's reservation and answer as the first attempt did.
         if (admitted) {
-          await tx
-            .updateTable('accounts')
-            .set((eb) => ({ debits_pending: eb('debits_pending', '-', amount) }))
-            .where('id', '=', accountId)
-            .execute();
+          await releasePending(tx, engine, accountId, amount);
           await releaseBudgets(tx, counterIds, amount);
         }
         return replayHold(tx, key, accountId, amount);
@@ -363,7 +353,7 @@ export class Ledger implements LedgerApi {
         return { holdId, status: existing.status as VoidResult['status'], releasedMicros: 0n, replayed: true };
       }
       const amount = toBigInt(claimed.amount_micros);
-      await releasePending(tx, accountId, amount);
+      await releasePending(tx, engine, accountId, amount);
       await releaseBudgets(tx, parseCounterIds(claimed.budget_ids), amount);
       const result: VoidResult = { holdId, status: 'voided', releasedMicros: amount, replayed: false };
       await insertRecords(tx, engine, records, { balanceAfterMicros: null, transferId: null });
@@ -394,7 +384,7 @@ export class Ledger implements LedgerApi {
             .returning(['amount_micros', 'budget_ids'])
             .executeTakeFirst();
           if (!claimed) return 0;
-          await releasePending(tx, h.account_id, toBigInt(claimed.amount_micros));
+          await releasePending(tx, batch.engine, h.account_id, toBigInt(claimed.amount_micros));
           await releaseBudgets(tx, parseCounterIds(claimed.budget_ids), toBigInt(claimed.amount_micros));
           return 1;
         }),
@@ -517,12 +507,17 @@ const sqlClaimHold = prepare(`
   update holds set status = 'settled', settled_micros = ?, transfer_id = ?, resolved_at = ?, settled_late = ?
   where id = ? and account_id = ? and status = ? and kind = 'call'
   returning amount_micros, budget_ids`);
-async function releasePending(tx: Tx, accountId: string, amount: bigint): Promise<void> {
-  await tx
-    .updateTable('accounts')
-    .set((eb) => ({ debits_pending: eb('debits_pending', '-', amount) }))
-    .where('id', '=', accountId)
-    .execute();
+const sqlReservePending = prepare('update accounts set debits_pending = debits_pending + ? where id = ?');
+const sqlReleasePending = prepare('update accounts set debits_pending = debits_pending - ? where id = ?');
+
+/** Adds to the account's pending reservations, unconditionally (a balance lease growing: the caller checked what is available). */
+export async function reservePending(tx: Tx, engine: Engine, accountId: string, amount: bigint): Promise<void> {
+  await execute(tx, engine, sqlReservePending, [amount, accountId]);
+}
+
+/** Takes a released reservation off the account's pending total. */
+export async function releasePending(tx: Tx, engine: Engine, accountId: string, amount: bigint): Promise<void> {
+  await execute(tx, engine, sqlReleasePending, [amount, accountId]);
 }
 
 async function availableOf(tx: Tx, accountId: string): Promise<bigint | null> {
