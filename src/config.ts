@@ -47,13 +47,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   }
   const sync = (env.SQLITE_SYNCHRONOUS ?? 'NORMAL').toUpperCase();
   if (sync !== 'NORMAL' && sync !== 'FULL') throw new Error('SQLITE_SYNCHRONOUS must be NORMAL or FULL');
-  const failOpen = (env.RATE_LIMIT_FAIL_OPEN ?? '').trim().toLowerCase() || 'true';
-  if (failOpen !== 'true' && failOpen !== 'false') throw new Error(`RATE_LIMIT_FAIL_OPEN must be true or false (got '${env.RATE_LIMIT_FAIL_OPEN}')`);
+  const rateLimitFailOpen = booleanSetting(env, 'RATE_LIMIT_FAIL_OPEN', true);
   const rateLimitPrefix = env.RATE_LIMIT_PREFIX?.trim() || defaultKeyPrefix;
-  const prepared = (env.PG_PREPARED_STATEMENTS ?? '').trim().toLowerCase() || 'true';
-  if (prepared !== 'true' && prepared !== 'false') throw new Error(`PG_PREPARED_STATEMENTS must be true or false (got '${env.PG_PREPARED_STATEMENTS}')`);
-  const leases = (env.BALANCE_LEASES ?? '').trim().toLowerCase() || 'true';
-  if (leases !== 'true' && leases !== 'false') throw new Error(`BALANCE_LEASES must be true or false (got '${env.BALANCE_LEASES}')`);
+  const pgPreparedStatements = booleanSetting(env, 'PG_PREPARED_STATEMENTS', true);
+  const balanceLeases = booleanSetting(env, 'BALANCE_LEASES', true);
   const masterKey = env.TOLLGATE_MASTER_KEY?.trim() || null;
   if (masterKey !== null && masterKey.length < 16) throw new Error('TOLLGATE_MASTER_KEY must be at least 16 characters');
   return {
@@ -66,11 +63,19 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     previousSecretKeys,
     logLevel: env.LOG_LEVEL?.trim() || 'info',
     redisUrl: env.REDIS_URL?.trim() || null,
-    rateLimitFailOpen: failOpen === 'true',
+    rateLimitFailOpen,
     rateLimitPrefix,
     sqliteSynchronous: sync,
     dbPoolSize: Number(env.DB_POOL_SIZE ?? 10),
-    pgPreparedStatements: prepared === 'true',
-    balanceLeases: leases === 'true',
+    pgPreparedStatements,
+    balanceLeases,
   };
+}
+
+/** A `true`/`false` variable (any case, spaces ignored); unset or empty is `fallback`, anything else an error. */
+function booleanSetting(env: NodeJS.ProcessEnv, name: string, fallback: boolean): boolean {
+  const value = (env[name] ?? '').trim().toLowerCase();
+  if (value === '') return fallback;
+  if (value !== 'true' && value !== 'false') throw new Error(`${name} must be true or false (got '${env[name]}')`);
+  return value === 'true';
 }

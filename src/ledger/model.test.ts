@@ -29,7 +29,6 @@ const verifyEverySteps = 25;
 const maxConcurrentOps = 6;
 const testTimeoutMs = 120_000;
 const startMs = Date.UTC(2026, 0, 1);
-const credit = 1_000_000n;
 const unknownWorkspace = 'ws_0000000000000000nosuchws';
 const unknownHold = 'hold_0000000000000000nosuchhold';
 

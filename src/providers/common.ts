@@ -30,7 +30,6 @@ export function emptyUsage(): Usage {
   return { inputTokens: 0, cachedInputTokens: 0, outputTokens: 0, reasoningTokens: 0, images: 0 };
 }
 
-/** Statuses worth trying on another route or credential: timeouts, conflicts, rate limits, 5xx. */
 /** OpenAI's usage object for a Usage: prompt_tokens include cached ones, as OpenAI reports them. */
 export function openAIUsageOf(usage: Usage): OpenAIUsage {
   const prompt = usage.inputTokens + usage.cachedInputTokens;
@@ -43,6 +42,7 @@ export function openAIUsageOf(usage: Usage): OpenAIUsage {
   };
 }
 
+/** Statuses worth trying on another route or credential: timeouts, conflicts, rate limits, 5xx. */
 export function isRetryableStatus(status: number): boolean {
   return status === 408 || status === 409 || status === 429 || status >= 500;
 }

@@ -69,13 +69,12 @@ export function decodeTokens(tokens: number[]): string {
  * hash of the string instead of a BPE pass. Least recently used first out, bounded in characters.
  */
 const countCache = new Map<string, number>();
-const cacheMinChars = 1;
 const cacheMaxTextChars = 256 * 1024;
 const cacheMaxTotalChars = 8 * 1024 * 1024;
 let cachedChars = 0;
 
 export function countTokens(text: string): number {
-  if (text.length < cacheMinChars || text.length > cacheMaxTextChars) return countUncached(text);
+  if (text.length === 0 || text.length > cacheMaxTextChars) return countUncached(text);
   const hit = countCache.get(text);
   if (hit !== undefined) {
     countCache.delete(text);
