@@ -28,11 +28,16 @@ export interface LoadResult {
   /** Wall-clock bounds of the run (Date.now()). */
   startedAtMs: number;
   endedAtMs: number;
+  /** Latency of each 2xx response, ascending. */
+  latenciesMs: number[];
 }
 
 export interface Measurement {
+  /** The counted runs of every round pooled: their requests over their summed time, their latencies together. */
   main: LoadResult;
-  /** Every run against the target (warm-up and main), for the totals. */
+  /** The counted run of each round, in order. */
+  rounds: LoadResult[];
+  /** Every run against the target (warm-ups and counted), for the totals. */
   runs: LoadResult[];
 }
 
@@ -91,6 +96,7 @@ export function runLoad(request: LoadRequest, connections: number, seconds: numb
           p99Ms: percentile(latenciesMs, 99),
           startedAtMs,
           endedAtMs: startedAtMs + (lastAnswerMs - startedMs),
+          latenciesMs,
         });
       },
     );
@@ -103,13 +109,40 @@ export function runLoad(request: LoadRequest, connections: number, seconds: numb
   });
 }
 
-/** An optional warm-up of `warmupSeconds`, then the run that counts. */
-export async function measure(request: LoadRequest, connections: number, seconds: number, warmupSeconds: number): Promise<Measurement> {
+/** An optional warm-up of `warmupSeconds`, then the run that counts; all the runs, the counted one last. */
+export async function measure(request: LoadRequest, connections: number, seconds: number, warmupSeconds: number): Promise<LoadResult[]> {
   const runs: LoadResult[] = [];
   if (warmupSeconds > 0) runs.push(await runLoad(request, connections, warmupSeconds));
-  const main = await runLoad(request, connections, seconds);
-  runs.push(main);
-  return { main, runs };
+  runs.push(await runLoad(request, connections, seconds));
+  return runs;
+}
+
+/** A target's rounds as one measurement: each round's runs, its counted run last. */
+export function measurementOf(roundsRuns: LoadResult[][]): Measurement {
+  const rounds = roundsRuns.map((runs) => runs[runs.length - 1]);
+  return { main: pooled(rounds), rounds, runs: roundsRuns.flat() };
+}
+
+function pooled(results: LoadResult[]): LoadResult {
+  const latenciesMs = results.flatMap((r) => r.latenciesMs).sort((a, b) => a - b);
+  const seconds = results.reduce((sum, r) => sum + r.seconds, 0);
+  const statusCounts: Record<string, number> = {};
+  for (const r of results) for (const [status, n] of Object.entries(r.statusCounts)) statusCounts[status] = (statusCounts[status] ?? 0) + n;
+  return {
+    connections: results[0].connections,
+    answered: results.reduce((sum, r) => sum + r.answered, 0),
+    ok: latenciesMs.length,
+    statusCounts,
+    errors: results.reduce((sum, r) => sum + r.errors, 0),
+    timeouts: results.reduce((sum, r) => sum + r.timeouts, 0),
+    seconds,
+    requestsPerSecond: seconds > 0 ? latenciesMs.length / seconds : 0,
+    p50Ms: percentile(latenciesMs, 50),
+    p99Ms: percentile(latenciesMs, 99),
+    startedAtMs: results[0].startedAtMs,
+    endedAtMs: results[results.length - 1].endedAtMs,
+    latenciesMs,
+  };
 }
 
 /** Nearest-rank percentile of an ascending array. */

@@ -6,7 +6,7 @@
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { measure, type LoadRequest } from './load.ts';
+import { measure, measurementOf, type LoadRequest, type LoadResult } from './load.ts';
 import { freePorts, startChild, stopAll, stopChild, waitForHttp, type Child } from './processes.ts';
 import { benchModel, checkBilling, configureTollgate, consumedCredits, startTollgate, type BillingCheck } from './tollgate.ts';
 import { profileMarkdown, summarizeProfile, type ProfileWindow } from './cpu-profile.ts';
@@ -15,7 +15,6 @@ import {
   failuresOf,
   maxFailedShare,
   modeTable,
-  okCountOf,
   ratiosOf,
   ratiosTable,
   runsLine,
@@ -28,9 +27,10 @@ const benchDir = import.meta.dirname;
 const repoRoot = path.resolve(benchDir, '../..');
 const resultsDir = path.join(benchDir, 'results');
 
-const benchSeconds = envNumber('BENCH_SECONDS', 8);
+const rounds = Math.round(envNumber('BENCH_ROUNDS', 3));
+const benchSeconds = envNumber('BENCH_SECONDS', 4);
 const connections = envNumber('BENCH_CONNECTIONS', 50);
-const singleSeconds = envNumber('BENCH_SINGLE_SECONDS', 5);
+const singleSeconds = envNumber('BENCH_SINGLE_SECONDS', 2);
 const warmupSeconds = envNumber('BENCH_WARMUP_SECONDS', 1.5);
 const streamedToo = process.env.BENCH_STREAM !== '0';
 const cpuProfiling = process.env.BENCH_CPU_PROF === '1';
@@ -157,24 +157,38 @@ async function main(): Promise<number> {
     /** The profile summarised is of Tollgate's first counted run under load, warm-up and start-up left out. */
     let profileWindow: ProfileWindow | null = null;
     for (const mode of modes) {
-      const measured: TargetResult[] = [];
-      for (const target of targets.filter((t) => t.streams || !mode.streamed)) {
-        const request: LoadRequest = { url: target.url, headers: { 'content-type': 'application/json', ...target.headers }, body: chatBody(target.model, mode.streamed) };
-        const upstreamBefore = target.key === 'tollgate' ? await mockCalls(mockUrl) : 0;
-        await checkAnswer(target, request, mode.streamed);
-        log(`${mode.streamed ? 'streamed' : 'non-streamed'}: ${target.label}: ${connections} connections, ~${benchSeconds} s`);
-        const loaded = await measure(request, connections, benchSeconds, warmupSeconds);
-        log(`  ${Math.round(loaded.main.requestsPerSecond)} req/s, p50 ${loaded.main.p50Ms.toFixed(2)} ms; now 1 connection, ~${singleSeconds} s`);
-        const single = await measure(request, 1, singleSeconds, 0);
-        log(`  ${Math.round(single.main.requestsPerSecond)} req/s, p50 ${single.main.p50Ms.toFixed(3)} ms`);
-        const result: TargetResult = { key: target.key, label: target.label, loaded, single };
-        measured.push(result);
-        if (target.key === 'tollgate' && tollgate) {
-          profileWindow ??= { fromMs: loaded.main.startedAtMs - tollgate.child.startedAtMs, toMs: loaded.main.endedAtMs - tollgate.child.startedAtMs };
-          tollgateOk += 1 + okCountOf(result);
-          tollgateUpstreamCalls += (await mockCalls(mockUrl)) - upstreamBefore;
+      const modeTargets = targets.filter((t) => t.streams || !mode.streamed);
+      const runsOf = new Map(modeTargets.map((t) => [t.key, { loaded: [] as LoadResult[][], single: [] as LoadResult[][] }]));
+      for (let round = 0; round < rounds; round++) {
+        // Each round measures every target once, starting one further along, so a drift in the
+        // machine's load falls on all of them alike instead of on whichever ran last.
+        const order = modeTargets.map((_, i) => modeTargets[(i + round) % modeTargets.length]);
+        for (const target of order) {
+          const request: LoadRequest = { url: target.url, headers: { 'content-type': 'application/json', ...target.headers }, body: chatBody(target.model, mode.streamed) };
+          const upstreamBefore = target.key === 'tollgate' ? await mockCalls(mockUrl) : 0;
+          if (round === 0) await checkAnswer(target, request, mode.streamed);
+          const roundName = `round ${round + 1}/${rounds}`;
+          log(`${mode.streamed ? 'streamed' : 'non-streamed'}, ${roundName}: ${target.label}: ${connections} connections, ~${benchSeconds} s`);
+          const loaded = await measure(request, connections, benchSeconds, round === 0 ? warmupSeconds : 0);
+          const counted = loaded[loaded.length - 1];
+          log(`  ${Math.round(counted.requestsPerSecond)} req/s, p50 ${counted.p50Ms.toFixed(2)} ms; now 1 connection, ~${singleSeconds} s`);
+          const single = await measure(request, 1, singleSeconds, 0);
+          log(`  ${Math.round(single[0].requestsPerSecond)} req/s, p50 ${single[0].p50Ms.toFixed(3)} ms`);
+          runsOf.get(target.key)!.loaded.push(loaded);
+          runsOf.get(target.key)!.single.push(single);
+          if (target.key === 'tollgate' && tollgate) {
+            profileWindow ??= { fromMs: counted.startedAtMs - tollgate.child.startedAtMs, toMs: counted.endedAtMs - tollgate.child.startedAtMs };
+            tollgateOk += [...loaded, ...single].reduce((sum, run) => sum + run.ok, 0) + (round === 0 ? 1 : 0);
+            tollgateUpstreamCalls += (await mockCalls(mockUrl)) - upstreamBefore;
+          }
         }
       }
+      const measured: TargetResult[] = modeTargets.map((t) => ({
+        key: t.key,
+        label: t.label,
+        loaded: measurementOf(runsOf.get(t.key)!.loaded),
+        single: measurementOf(runsOf.get(t.key)!.single),
+      }));
       results.push({ title: mode.title, targets: measured });
     }
 
@@ -213,7 +227,7 @@ async function main(): Promise<number> {
       `${cpus.length} × ${cpus[0]?.model.trim() ?? 'CPU'}, Node.js ${process.version}, load average ${loadAtStart.map((l) => l.toFixed(2)).join(' / ')} at the start and ${os
         .loadavg()
         .map((l) => l.toFixed(2))
-        .join(' / ')} at the end. Autocannon runs in the bench process; the mock, the proxy, Portkey and Tollgate each run in their own process, all on the same cores. ${connections} connections for ~${benchSeconds} s after a ${warmupSeconds} s warm-up, then 1 connection for ~${singleSeconds} s; "added" is the difference to the direct mock in the same run; latencies are of 2xx answers.`,
+        .join(' / ')} at the end. Autocannon runs in the bench process; the mock, the proxy, Portkey and Tollgate each run in their own process, all on the same cores. ${rounds} rounds; in each, every target in turn (each round starting one target further along) gets ${connections} connections for ~${benchSeconds} s (after a ${warmupSeconds} s warm-up in the first round), then 1 connection for ~${singleSeconds} s. The tables pool the rounds; each ratio is the median of the rounds' own ratios, every round's value beside it. "Added" is the difference to the direct mock; latencies are of 2xx answers.`,
     ];
     for (const mode of results) {
       sections.push('', `## ${mode.title}`, '', modeTable(mode, connections), '', runsLine(mode));
