@@ -30,6 +30,8 @@ export interface LoadResult {
   endedAtMs: number;
   /** Latency of each 2xx response, ascending. */
   latenciesMs: number[];
+  /** CPU the server's process used per 2xx response during the run, when known. */
+  cpuMsPerRequest: number | null;
 }
 
 export interface Measurement {
@@ -97,6 +99,7 @@ export function runLoad(request: LoadRequest, connections: number, seconds: numb
           startedAtMs,
           endedAtMs: startedAtMs + (lastAnswerMs - startedMs),
           latenciesMs,
+          cpuMsPerRequest: null,
         });
       },
     );
@@ -109,11 +112,18 @@ export function runLoad(request: LoadRequest, connections: number, seconds: numb
   });
 }
 
-/** An optional warm-up of `warmupSeconds`, then the run that counts; all the runs, the counted one last. */
-export async function measure(request: LoadRequest, connections: number, seconds: number, warmupSeconds: number): Promise<LoadResult[]> {
+/**
+ * An optional warm-up of `warmupSeconds`, then the run that counts; all the runs, the counted one
+ * last. `cpuSeconds` reads the server's CPU time, around the counted run.
+ */
+export async function measure(request: LoadRequest, connections: number, seconds: number, warmupSeconds: number, cpuSeconds: () => number | null): Promise<LoadResult[]> {
   const runs: LoadResult[] = [];
   if (warmupSeconds > 0) runs.push(await runLoad(request, connections, warmupSeconds));
-  runs.push(await runLoad(request, connections, seconds));
+  const cpuBefore = cpuSeconds();
+  const counted = await runLoad(request, connections, seconds);
+  const cpuAfter = cpuSeconds();
+  if (cpuBefore !== null && cpuAfter !== null && counted.ok > 0) counted.cpuMsPerRequest = ((cpuAfter - cpuBefore) * 1000) / counted.ok;
+  runs.push(counted);
   return runs;
 }
 
@@ -142,6 +152,9 @@ function pooled(results: LoadResult[]): LoadResult {
     startedAtMs: results[0].startedAtMs,
     endedAtMs: results[results.length - 1].endedAtMs,
     latenciesMs,
+    cpuMsPerRequest: results.every((r) => r.cpuMsPerRequest !== null)
+      ? results.reduce((sum, r) => sum + r.cpuMsPerRequest! * r.ok, 0) / Math.max(latenciesMs.length, 1)
+      : null,
   };
 }
 

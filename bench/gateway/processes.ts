@@ -1,6 +1,7 @@
 // The benchmark's child processes: each server under test runs in its own process, started here,
 // waited for over HTTP, and stopped by its own pid at the end (also when the run fails).
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -104,4 +105,23 @@ export function runToEnd(command: string, args: string[], env: NodeJS.ProcessEnv
     proc.once('error', reject);
     proc.once('exit', (code) => resolve({ code, output }));
   });
+}
+
+let clockTicksPerSecond: number | null = null;
+
+/**
+ * CPU seconds (user and system, all threads) a child has used so far, from /proc; null where
+ * there is no /proc. CPU per request is steadier than requests per second on a shared machine:
+ * it does not fall when another process takes the cores.
+ */
+export function cpuSecondsOf(child: Child): number | null {
+  try {
+    clockTicksPerSecond ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+    const stat = readFileSync(`/proc/${child.process.pid}/stat`, 'utf8');
+    // Fields after the command name (which may hold spaces, inside parentheses): utime and stime are the 12th and 13th.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicksPerSecond;
+  } catch {
+    return null;
+  }
 }

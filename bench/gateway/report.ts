@@ -58,8 +58,8 @@ const perRequestMs = (r: LoadResult) => (r.requestsPerSecond > 0 ? 1000 / r.requ
 export function modeTable(mode: ModeResult, connections: number): string {
   const mock = mode.targets.find((t) => t.key === 'mock');
   const header = [
-    `| target | ${connections} conn: req/s | p50 / p99 ms | added p50 / p99 ms | 1 conn: req/s | per request ms (added) | p50 ms (added) | failed |`,
-    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    `| target | ${connections} conn: req/s | p50 / p99 ms | added p50 / p99 ms | CPU ms per request | 1 conn: req/s | per request ms (added) | p50 ms (added) | failed |`,
+    '| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   const rows = mode.targets.map((t) => {
     const l = t.loaded.main;
@@ -72,6 +72,7 @@ export function modeTable(mode: ModeResult, connections: number): string {
       int(l.requestsPerSecond),
       `${ms(l.p50Ms)} / ${ms(l.p99Ms)}`,
       isMock ? '—' : `${added((x) => x.loaded.main.p50Ms)} / ${added((x) => x.loaded.main.p99Ms)}`,
+      l.cpuMsPerRequest === null ? '—' : ms(l.cpuMsPerRequest),
       int(s.requestsPerSecond),
       `${ms(perRequestMs(s))} (${added((x) => perRequestMs(x.single.main))})`,
       `${ms(s.p50Ms)} (${added((x) => x.single.main.p50Ms)})`,
@@ -115,6 +116,9 @@ export function ratiosOf(mode: ModeResult, connections: number): Ratio[] {
       ratio(`Tollgate added p50 ÷ proxy added p50, ${connections} connections`, perRound((i) => addedP50(tollgate, loaded, i) / addedP50(proxy, loaded, i)), `≤ ${maxAddedP50Ratio}×`, (v) => v <= maxAddedP50Ratio),
     );
     ratios.push(ratio('Tollgate added p50 ÷ proxy added p50, 1 connection', perRound((i) => addedP50(tollgate, single, i) / addedP50(proxy, single, i)), `≤ ${maxAddedP50Ratio}×`, (v) => v <= maxAddedP50Ratio));
+    ratios.push(
+      ratio(`Tollgate CPU per request ÷ proxy's, ${connections} connections`, perRound((i) => (tollgate.loaded.rounds[i].cpuMsPerRequest ?? Number.NaN) / (proxy.loaded.rounds[i].cpuMsPerRequest ?? Number.NaN)), '(reference)', null),
+    );
     ratios.push(ratio('Tollgate added per-request time ÷ proxy added per-request time, 1 connection', perRound((i) => addedPerRequest(tollgate, i) / addedPerRequest(proxy, i)), '(reference)', null));
   }
   if (portkey) {

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { measure, measurementOf, type LoadRequest, type LoadResult } from './load.ts';
-import { freePorts, startChild, stopAll, stopChild, waitForHttp, type Child } from './processes.ts';
+import { cpuSecondsOf, freePorts, startChild, stopAll, stopChild, waitForHttp, type Child } from './processes.ts';
 import { benchModel, checkBilling, configureTollgate, consumedCredits, startTollgate, type BillingCheck } from './tollgate.ts';
 import { profileMarkdown, summarizeProfile, type ProfileWindow } from './cpu-profile.ts';
 import {
@@ -169,10 +169,11 @@ async function main(): Promise<number> {
           if (round === 0) await checkAnswer(target, request, mode.streamed);
           const roundName = `round ${round + 1}/${rounds}`;
           log(`${mode.streamed ? 'streamed' : 'non-streamed'}, ${roundName}: ${target.label}: ${connections} connections, ~${benchSeconds} s`);
-          const loaded = await measure(request, connections, benchSeconds, round === 0 ? warmupSeconds : 0);
+          const cpu = () => (target.child ? cpuSecondsOf(target.child) : null);
+          const loaded = await measure(request, connections, benchSeconds, round === 0 ? warmupSeconds : 0, cpu);
           const counted = loaded[loaded.length - 1];
           log(`  ${Math.round(counted.requestsPerSecond)} req/s, p50 ${counted.p50Ms.toFixed(2)} ms; now 1 connection, ~${singleSeconds} s`);
-          const single = await measure(request, 1, singleSeconds, 0);
+          const single = await measure(request, 1, singleSeconds, 0, cpu);
           log(`  ${Math.round(single[0].requestsPerSecond)} req/s, p50 ${single[0].p50Ms.toFixed(3)} ms`);
           runsOf.get(target.key)!.loaded.push(loaded);
           runsOf.get(target.key)!.single.push(single);
