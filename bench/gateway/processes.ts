@@ -111,8 +111,8 @@ let clockTicksPerSecond: number | null = null;
 
 /**
  * CPU seconds (user and system, all threads) a child has used so far, from /proc; null where
- * there is no /proc. CPU per request is steadier than requests per second on a shared machine:
- * it does not fall when another process takes the cores.
+ * there is no /proc. Another process taking the cores lowers a server's requests per second
+ * far more than the CPU it spends on each one.
  */
 export function cpuSecondsOf(child: Child): number | null {
   try {
