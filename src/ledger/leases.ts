@@ -13,12 +13,14 @@
 import { newId } from '../lib/ids.ts';
 import { conflict, notFound } from '../lib/errors.ts';
 import { prepare, queryRows } from '../store/prepared.ts';
+import { min } from './lots.ts';
 import { workspaceAccountId } from './accounts.ts';
 import { insertRecords, type LedgerRecord } from './records.ts';
 import { toBigInt } from './money.ts';
 import type { Batch, OpGroup, Tx } from './committer.ts';
 import { postUsages } from './posting.ts';
 import {
+  availableOf,
   checkHoldTimeout,
   checkKey,
   releasePending,
@@ -215,7 +217,7 @@ export class LeasedLedger implements LedgerApi {
     }
     const charged = input.actualMicros > 0n;
     this.#release(call, late || !charged ? 0n : call.amount);
-    if (late) this.#lost(lease);
+    if (late) this.#stopAdmitting(lease);
     // An uncharged call gave its whole reservation up, back to the lease rather than the account.
     return late || charged ? result : { ...result, releasedMicros: call.amount };
   }
@@ -355,9 +357,8 @@ export class LeasedLedger implements LedgerApi {
     const need = input.amountMicros;
     const growth = this.inner.committer.submit(accountId, async (tx, batch): Promise<GrowOutcome> => {
       await batch.lockAccount(tx, accountId);
-      const [acct] = await queryRows<{ available: unknown }>(tx, batch.engine, sqlAvailable, [accountId]);
-      if (!acct) throw notFound('workspace', input.workspaceId);
-      const available = toBigInt(acct.available);
+      const available = await availableOf(tx, accountId);
+      if (available === null) throw notFound('workspace', input.workspaceId);
       // Calls that settle in this batch before this write lower `amount` and `reserved` alike, so
       // the free part read from memory here is exact.
       const free = lease && lease.open ? lease.amount - lease.reserved : 0n;
@@ -403,7 +404,7 @@ export class LeasedLedger implements LedgerApi {
         this.stats.leaseWrites++;
         if (outcome.kind === 'near_limit') return 'near_limit';
         if (outcome.kind === 'lease_gone') {
-          if (lease) this.#lost(lease);
+          if (lease) this.#stopAdmitting(lease);
           return 'grown';
         }
         if (outcome.created) {
@@ -434,11 +435,7 @@ export class LeasedLedger implements LedgerApi {
 
   /** Stops a lease admitting calls and hands back what it holds free (all of it once no call is in flight). */
   #retire(lease: Lease): Promise<void> {
-    if (this.#leases.get(lease.workspaceId) === lease) this.#leases.delete(lease.workspaceId);
-    if (lease.open) {
-      lease.open = false;
-      this.stats.leases--;
-    }
+    this.#stopAdmitting(lease);
     return this.#returnFree(lease);
   }
 
@@ -494,8 +491,11 @@ export class LeasedLedger implements LedgerApi {
     lease.finished = true;
   }
 
-  /** The sweeper expired a lease (this instance stalled past its expiry): it admits nothing more. */
-  #lost(lease: Lease): void {
+  /**
+   * A lease admits nothing more and leaves its workspace's slot: retired, or expired by the sweeper
+   * (this instance stalled past its expiry), whose row then needs nothing handed back.
+   */
+  #stopAdmitting(lease: Lease): void {
     if (this.#leases.get(lease.workspaceId) === lease) this.#leases.delete(lease.workspaceId);
     if (lease.open) this.stats.leases--;
     lease.open = false;
@@ -546,9 +546,6 @@ function settleGroup(accountId: string, now: () => number): OpGroup<LeasedSettle
   };
 }
 
-const min = (a: bigint, b: bigint) => (a < b ? a : b);
-
-const sqlAvailable = prepare('select credits_posted - debits_posted - debits_pending + overdraft_limit_micros as available from accounts where id = ?');
 const sqlShrinkLease = prepare("update holds set amount_micros = amount_micros - ? where id = ? and status = 'pending' returning id");
 const sqlGrowLease = prepare(`
   update holds set amount_micros = amount_micros + ?, expires_at = case when expires_at > ? then expires_at else ? end

@@ -520,7 +520,8 @@ export async function releasePending(tx: Tx, engine: Engine, accountId: string, 
   await execute(tx, engine, sqlReleasePending, [amount, accountId]);
 }
 
-async function availableOf(tx: Tx, accountId: string): Promise<bigint | null> {
+/** What the account has available to hold: balance less pending plus overdraft (null when there is no such account). */
+export async function availableOf(tx: Tx, accountId: string): Promise<bigint | null> {
   const a = await tx
     .selectFrom('accounts')
     .select(['credits_posted', 'debits_posted', 'debits_pending', 'overdraft_limit_micros'])
