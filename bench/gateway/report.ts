@@ -102,6 +102,7 @@ export function ratiosOf(mode: ModeResult, connections: number): Ratio[] {
   const roundCount = Math.min(...mode.targets.map((t) => Math.min(t.loaded.rounds.length, t.single.rounds.length)));
   const perRound = (f: (round: number) => number) => Array.from({ length: roundCount }, (_, i) => f(i));
   const loadedRps = (t: TargetResult, i: number) => t.loaded.rounds[i].requestsPerSecond;
+  const loadedCpu = (t: TargetResult, i: number) => t.loaded.rounds[i].cpuMsPerRequest ?? Number.NaN;
   const addedP50 = (t: TargetResult, m: (x: TargetResult) => LoadResult[], i: number) => m(t)[i].p50Ms - m(mock)[i].p50Ms;
   const addedPerRequest = (t: TargetResult, i: number) => perRequestMs(t.single.rounds[i]) - perRequestMs(mock.single.rounds[i]);
   const ratio = (what: string, rounds: number[], goal: string, holds: ((v: number) => boolean) | null): Ratio => {
@@ -117,7 +118,7 @@ export function ratiosOf(mode: ModeResult, connections: number): Ratio[] {
     );
     ratios.push(ratio('Tollgate added p50 ÷ proxy added p50, 1 connection', perRound((i) => addedP50(tollgate, single, i) / addedP50(proxy, single, i)), `≤ ${maxAddedP50Ratio}×`, (v) => v <= maxAddedP50Ratio));
     ratios.push(
-      ratio(`Tollgate CPU per request ÷ proxy's, ${connections} connections`, perRound((i) => (tollgate.loaded.rounds[i].cpuMsPerRequest ?? Number.NaN) / (proxy.loaded.rounds[i].cpuMsPerRequest ?? Number.NaN)), '(reference)', null),
+      ratio(`Tollgate CPU per request ÷ proxy's, ${connections} connections`, perRound((i) => loadedCpu(tollgate, i) / loadedCpu(proxy, i)), '(reference)', null),
     );
     ratios.push(ratio('Tollgate added per-request time ÷ proxy added per-request time, 1 connection', perRound((i) => addedPerRequest(tollgate, i) / addedPerRequest(proxy, i)), '(reference)', null));
   }
