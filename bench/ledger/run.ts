@@ -99,9 +99,9 @@ async function benchEngine(engine: Engine, url: string): Promise<Measured[]> {
         workspaces.push(id);
       }
       await pairsFor(ledger, workspaces, scenario.callers, warmUpMs);
-      const before = { ...direct.committer.stats, statements: counter.count };
+      const before = { ...direct.writer.stats, statements: counter.count };
       const r = await pairsFor(ledger, workspaces, scenario.callers, measureMs);
-      const s = direct.committer.stats;
+      const s = direct.writer.stats;
       // Leases are handed back, so the ledger verifies with nothing left reserved.
       await ledger.close();
       const commits = s.batches - before.batches + (s.isolatedRuns - before.isolatedRuns);

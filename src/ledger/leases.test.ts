@@ -287,9 +287,9 @@ describe.each(engines)('balance leases on %s', (engine) => {
     const held = [];
     for (const i of actuals.keys()) held.push(admitted(await hold(l, many, c('0.01'), `many-${i}`)));
     expect(l.stats.admittedFromLease).toBe(actuals.length);
-    const batchesBefore = l.inner.committer.stats.batches;
+    const batchesBefore = l.inner.writer.stats.batches;
     const together = await Promise.all(held.map((h, i) => l.settle({ workspaceId: many, holdId: h.holdId, actualMicros: actuals[i] })));
-    expect(l.inner.committer.stats.batches - batchesBefore).toBe(1);
+    expect(l.inner.writer.stats.batches - batchesBefore).toBe(1);
 
     const view = (r: { balanceAfterMicros: bigint; overdrawnMicros: bigint; chargedMicros: bigint }) => [r.chargedMicros, r.balanceAfterMicros, r.overdrawnMicros];
     expect(together.map(view)).toEqual(sequential.map(view));

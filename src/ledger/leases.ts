@@ -11,20 +11,12 @@
 // directly too, since their budget counters are reserved in the hold's own transaction.
 // A crashed instance's lease is released by the hold sweeper when it expires, like any hold.
 import { newId } from '../lib/ids.ts';
-import { conflict, notFound } from '../lib/errors.ts';
-import { prepare, queryRows } from '../store/prepared.ts';
-import { min } from './lots.ts';
+import { conflict } from '../lib/errors.ts';
 import { workspaceAccountId } from './accounts.ts';
-import { insertRecords, type LedgerRecord } from './records.ts';
-import { toBigInt } from './money.ts';
-import type { Batch, OpGroup, Tx } from './committer.ts';
-import { postUsages } from './posting.ts';
+import type { LedgerRecord } from './records.ts';
 import {
-  availableOf,
   checkHoldTimeout,
   checkKey,
-  releasePending,
-  reservePending,
   validateAmount,
   type GrantInput,
   type GrantResult,
@@ -105,8 +97,6 @@ interface SettledCall {
   posted: SettleResult;
   late: boolean;
 }
-
-type GrowOutcome = { kind: 'grown'; leaseId: string; created: boolean; added: bigint; expiresAt: number } | { kind: 'near_limit' } | { kind: 'lease_gone' };
 
 export interface LeaseStats {
   leases: number;
@@ -199,7 +189,14 @@ export class LeasedLedger implements LedgerApi {
     const { lease } = call;
     let outcome: SettledCall;
     try {
-      outcome = await this.inner.committer.submitGrouped(lease.accountId, settleGroup(lease.accountId, this.#now), { call, input });
+      outcome = await this.inner.writer.write(lease.accountId, 'leaseSettle', {
+        accountId: lease.accountId,
+        leaseId: lease.id,
+        amount: call.amount,
+        expired: call.expired,
+        input,
+        nowMs: this.#now(),
+      });
     } catch (err) {
       // The settlement may have failed for good, or (a connection lost at COMMIT) succeeded after
       // all: either way this lease's numbers in memory can no longer be trusted to match its row.
@@ -237,10 +234,7 @@ export class LeasedLedger implements LedgerApi {
     // need a write. The reservation is released whether or not they could be written (they are
     // metadata; a call that is never charged must not keep credits reserved).
     try {
-      if (records && records.length > 0) {
-        const engine = this.inner.store.engine;
-        await this.inner.committer.submit(call.lease.accountId, (tx) => insertRecords(tx, engine, records, { balanceAfterMicros: null, transferId: null }));
-      }
+      if (records && records.length > 0) await this.inner.writer.write(call.lease.accountId, 'records', { records });
     } finally {
       this.#release(call, 0n);
     }
@@ -301,6 +295,7 @@ export class LeasedLedger implements LedgerApi {
     await this.drain();
     await Promise.allSettled([...this.#leases.values()].map((l) => this.#retire(l)));
     await this.drain();
+    await this.inner.close();
   }
 
   #fits(lease: Lease, input: HoldInput): boolean {
@@ -350,54 +345,26 @@ export class LeasedLedger implements LedgerApi {
   /**
    * Grows the workspace's lease (creating it when there is none) so it has room for `input` and
    * more, and pushes its expiry out. One growth per workspace at a time; other calls wait for it.
-   * A lease retired meanwhile is not grown: a new one is made instead.
+   * A lease already retired is not grown: a new one is made instead. One retired while its growth
+   * was on the way hands back what the growth added.
    */
   #grow(input: HoldInput, lease: Lease | null): Promise<'grown' | 'near_limit'> {
     const accountId = workspaceAccountId(input.workspaceId);
     const need = input.amountMicros;
-    const growth = this.inner.committer.submit(accountId, async (tx, batch): Promise<GrowOutcome> => {
-      await batch.lockAccount(tx, accountId);
-      const available = await availableOf(tx, accountId);
-      if (available === null) throw notFound('workspace', input.workspaceId);
-      // Calls that settle in this batch before this write lower `amount` and `reserved` alike, so
-      // the free part read from memory here is exact.
-      const free = lease && lease.open ? lease.amount - lease.reserved : 0n;
-      const room = available + free;
-      const target = min(need * this.#callsPerLease, room / this.#divisor);
-      if (target < need * this.#minCalls || this.#closing) return { kind: 'near_limit' };
-      const added = target > free ? target - free : 0n;
-      const nowMs = this.#now();
-      // A lease's expiry only ever moves later: calls admitted under it count on it.
-      const expiresAt = nowMs + 2 * input.timeoutMs;
-      if (lease && lease.open) {
-        const [row] = await queryRows<{ expires_at: unknown }>(tx, batch.engine, sqlGrowLease, [added, expiresAt, expiresAt, lease.id]);
-        if (!row) return { kind: 'lease_gone' };
-        await reservePending(tx, batch.engine, accountId, added);
-        return { kind: 'grown', leaseId: lease.id, created: false, added, expiresAt: Number(row.expires_at) };
-      }
-      const leaseId = newId('hold', nowMs);
-      await tx
-        .insertInto('holds')
-        .values({
-          id: leaseId,
-          account_id: accountId,
-          workspace_id: input.workspaceId,
-          amount_micros: added,
-          status: 'pending',
-          kind: 'lease',
-          idempotency_key: `lease:${leaseId}`,
-          ref: null,
-          expires_at: expiresAt,
-          settled_micros: null,
-          transfer_id: null,
-          created_at: nowMs,
-          resolved_at: null,
-          budget_ids: null,
-          rejection: null,
-        })
-        .execute();
-      await reservePending(tx, batch.engine, accountId, added);
-      return { kind: 'grown', leaseId, created: true, added, expiresAt };
+    // The free part is read now, not when the write runs (see leaseGrow in write-ops.ts).
+    const open = lease && lease.open ? lease : null;
+    const growth = this.inner.writer.write(accountId, 'leaseGrow', {
+      workspaceId: input.workspaceId,
+      accountId,
+      need,
+      leaseId: open?.id ?? null,
+      free: open ? open.amount - open.reserved : 0n,
+      callsPerLease: this.#callsPerLease,
+      divisor: this.#divisor,
+      minCalls: this.#minCalls,
+      closing: this.#closing,
+      timeoutMs: input.timeoutMs,
+      nowMs: this.#now(),
     });
     const done = growth
       .then((outcome): 'grown' | 'near_limit' => {
@@ -425,6 +392,7 @@ export class LeasedLedger implements LedgerApi {
         } else if (lease) {
           lease.amount += outcome.added;
           lease.expiresAt = Math.max(lease.expiresAt, outcome.expiresAt);
+          if (!lease.open) void this.#returnFree(lease);
         }
         return 'grown';
       })
@@ -441,7 +409,7 @@ export class LeasedLedger implements LedgerApi {
 
   /**
    * Hands back what a retired lease holds free, one hand-back at a time (each reads the lease's
-   * numbers when it runs, so two in one batch would give the same credits back twice); asked again
+   * numbers when it is submitted, so two at once would give the same credits back twice); asked again
    * while one runs, it runs once more after it. Resolves when the lease's row matches its calls.
    */
   #returnFree(lease: Lease): Promise<void> {
@@ -467,26 +435,14 @@ export class LeasedLedger implements LedgerApi {
   /** A retired lease with calls still in flight keeps exactly what they reserve. */
   async #handBackFree(lease: Lease): Promise<void> {
     const accountId = lease.accountId;
-    const free = await this.inner.committer.submit(accountId, async (tx, batch) => {
-      await batch.lockAccount(tx, accountId);
-      const free = lease.amount - lease.reserved;
-      if (free <= 0n) return 0n;
-      const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [free, lease.id]);
-      if (!row) return 0n;
-      await releasePending(tx, batch.engine, accountId, free);
-      return free;
-    });
+    const free = await this.inner.writer.write(accountId, 'leaseShrink', { accountId, leaseId: lease.id, free: lease.amount - lease.reserved });
     lease.amount -= free;
   }
 
   /** Ends a lease no call uses any more: the row is voided and whatever it still reserves is released. */
   async #finishLease(lease: Lease): Promise<void> {
     const accountId = lease.accountId;
-    await this.inner.committer.submit(accountId, async (tx, batch) => {
-      await batch.lockAccount(tx, accountId);
-      const [row] = await queryRows<{ amount_micros: unknown }>(tx, batch.engine, sqlVoidLease, [this.#now(), lease.id]);
-      if (row) await releasePending(tx, batch.engine, accountId, toBigInt(row.amount_micros));
-    });
+    await this.inner.writer.write(accountId, 'leaseEnd', { accountId, leaseId: lease.id, nowMs: this.#now() });
     lease.amount = 0n;
     lease.finished = true;
   }
@@ -509,45 +465,3 @@ export class LeasedLedger implements LedgerApi {
     void tracked.finally(() => this.#background.delete(tracked));
   }
 }
-
-/**
- * Settles the leased calls of one account that a batch runs together: each lease shrinks once by
- * what its charged calls had reserved (a lease the sweeper expired meanwhile already released
- * everything, and its calls post late, as a settled expired hold does; so do calls that outlived
- * their own hold timeout, whose reservation already went back to the lease), then every call
- * posts its actual amount, in order (src/ledger/posting.ts). An uncharged call leaves its
- * reservation in the lease for the next call, as a void does, so it writes no lease change that a
- * retry could repeat.
- */
-function settleGroup(accountId: string, now: () => number): OpGroup<LeasedSettle, SettledCall> {
-  return {
-    key: `lease-settle:${accountId}`,
-    run: async (tx: Tx, batch: Batch, items: LeasedSettle[]) => {
-      await batch.lockAccount(tx, accountId);
-      const nowMs = now();
-      const shrinkBy = new Map<string, bigint>();
-      for (const { call, input } of items) {
-        if (call.expired || input.actualMicros === 0n) continue;
-        shrinkBy.set(call.lease.id, (shrinkBy.get(call.lease.id) ?? 0n) + call.amount);
-      }
-      const gone = new Set<string>();
-      for (const [leaseId, amount] of shrinkBy) {
-        const [row] = await queryRows<{ id: string }>(tx, batch.engine, sqlShrinkLease, [amount, leaseId]);
-        if (!row) gone.add(leaseId);
-      }
-      const postings = items.map(({ call, input }) => {
-        const late = call.expired || gone.has(call.lease.id);
-        const released = late || input.actualMicros === 0n ? 0n : call.amount;
-        return { ...input, releasedMicros: released, transferId: input.actualMicros > 0n ? newId('txn', nowMs) : null, late, nowMs };
-      });
-      const posted = await postUsages(tx, batch, accountId, postings);
-      return posted.map((p, i) => ({ posted: p, late: postings[i].late }));
-    },
-  };
-}
-
-const sqlShrinkLease = prepare("update holds set amount_micros = amount_micros - ? where id = ? and status = 'pending' returning id");
-const sqlGrowLease = prepare(`
-  update holds set amount_micros = amount_micros + ?, expires_at = case when expires_at > ? then expires_at else ? end
-  where id = ? and status = 'pending' returning expires_at`);
-const sqlVoidLease = prepare("update holds set status = 'voided', resolved_at = ? where id = ? and status = 'pending' returning amount_micros");

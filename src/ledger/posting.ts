@@ -10,7 +10,9 @@ import { burnLots, max } from './lots.ts';
 import { toBigInt } from './money.ts';
 import { insertRecordsMany } from './records.ts';
 import { insertRows, prepare, queryRows } from '../store/prepared.ts';
-import { assert, warnIfCrossed, type SettleInput, type SettleResult } from './ledger.ts';
+import type { SettleInput, SettleResult } from './ledger.ts';
+import { assert } from './invariants.ts';
+import { newId } from '../lib/ids.ts';
 
 export interface UsagePosting extends SettleInput {
   /** What leaves the account's pending reservations (0 for a late settlement). */
@@ -88,3 +90,22 @@ const usageTransfers = {
   table: 'transfers',
   columns: ['id', 'kind', 'debit_account_id', 'credit_account_id', 'amount_micros', 'workspace_id', 'hold_id', 'lot_id', 'model', 'tag', 'ref', 'note', 'balance_after_micros', 'overdrawn_micros', 'created_at'],
 } as const;
+
+/** Writes a `balance.warning` event to the outbox when a debit takes the balance below the warning limit. */
+export async function warnIfCrossed(tx: Tx, workspaceId: string, warningLimit: unknown, before: bigint, after: bigint, nowMs: number): Promise<void> {
+  if (warningLimit === null || warningLimit === undefined) return;
+  const limit = toBigInt(warningLimit);
+  if (!(before >= limit && after < limit)) return;
+  await tx
+    .insertInto('outbox')
+    .values({
+      id: newId('evt', nowMs),
+      topic: 'balance.warning',
+      workspace_id: workspaceId,
+      payload: JSON.stringify({ workspaceId, balanceMicros: after.toString(), warningLimitMicros: limit.toString() }),
+      created_at: nowMs,
+      delivered_at: null,
+    })
+    .execute();
+}
+

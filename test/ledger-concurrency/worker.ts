@@ -95,7 +95,7 @@ async function main(): Promise<void> {
   const args = JSON.parse(process.argv[2]) as WorkerArgs;
   const store = await openStore(args.url, { poolSize: 4 });
   const ledger = new Ledger(store);
-  const report: WorkerReport = { worker: args.worker, holds: [], settles: [], voids: [], grants: [], mismatches: [], committer: ledger.committer.stats };
+  const report: WorkerReport = { worker: args.worker, holds: [], settles: [], voids: [], grants: [], mismatches: [], committer: ledger.writer.stats };
   process.stdout.write(`${JSON.stringify({ ready: true })}\n`);
   const lines = readline.createInterface({ input: process.stdin });
   await new Promise<void>((resolve) => lines.once('line', () => resolve()));
