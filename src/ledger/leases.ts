@@ -14,6 +14,7 @@ import { newId } from '../lib/ids.ts';
 import { conflict } from '../lib/errors.ts';
 import { workspaceAccountId } from './accounts.ts';
 import type { LedgerRecord } from './records.ts';
+import type { LeaseSettleResult } from './write-ops.ts';
 import {
   checkHoldTimeout,
   checkKey,
@@ -86,16 +87,6 @@ interface LeasedCall {
   failed: boolean;
   /** Past its hold timeout without a settlement (see sweepExpiredHolds): its reservation went back to the lease. */
   expired: boolean;
-}
-
-interface LeasedSettle {
-  call: LeasedCall;
-  input: SettleInput;
-}
-
-interface SettledCall {
-  posted: SettleResult;
-  late: boolean;
 }
 
 export interface LeaseStats {
@@ -187,7 +178,7 @@ export class LeasedLedger implements LedgerApi {
     if (call.done) throw conflict('hold_not_pending', `Hold '${input.holdId}' is already being settled.`);
     call.done = true;
     const { lease } = call;
-    let outcome: SettledCall;
+    let outcome: LeaseSettleResult;
     try {
       outcome = await this.inner.writer.write(lease.accountId, 'leaseSettle', {
         accountId: lease.accountId,

@@ -8,7 +8,7 @@ import Anthropic from '@anthropic-ai/sdk';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { engines } from '../helpers/store.ts';
 import { startTestServer, type TestServer } from '../helpers/server.ts';
-import { openaiMockName, startOpenAIMock, type OpenAIMock, type RecordedRequest } from '../upstreams/openai.ts';
+import { openaiMockName, startOpenAIMock, type OpenAIMock } from '../upstreams/openai.ts';
 import { startAnthropicMock, wordsPerTextDelta, type AnthropicMock } from '../upstreams/anthropic.ts';
 import { answerChat, promptTokensOf } from '../../src/providers/sandbox/engine.ts';
 import { countTokens } from '../../src/providers/tokenizer.ts';

@@ -18,7 +18,7 @@ import { balanceOf } from '../../src/ledger/reads.ts';
 import { verifyLedger } from '../../src/ledger/verify.ts';
 import { toBigInt } from '../../src/ledger/money.ts';
 import { createWorkspace } from '../../src/workspaces/workspaces.ts';
-import { contestedGrant, sameGrant, sharedHold, type WorkerArgs, type WorkerReport } from './plan.ts';
+import { contestedGrant, sameGrant, type WorkerArgs, type WorkerReport } from './plan.ts';
 
 const workerFile = path.join(path.dirname(fileURLToPath(import.meta.url)), 'worker.ts');
 const processCount = 4;
@@ -129,7 +129,7 @@ describe.skipIf(!pgUrl)('ledger written by several processes at once (PostgreSQL
     expect(stored.filter((h) => h.status !== 'rejected').length).toBe(admittedKeys.length);
     expect(admittedKeys.length).toBeGreaterThan(0);
     const expectedState = new Map<string, string>();
-    for (const [key, answers] of byKey) expectedState.set(answers[0].holdId, answers[0].ok ? 'unresolved' : 'rejected');
+    for (const [, answers] of byKey) expectedState.set(answers[0].holdId, answers[0].ok ? 'unresolved' : 'rejected');
     for (const s of freshSettles) expectedState.set(s.holdId, `settled ${s.actual}`);
     for (const v of voids) expectedState.set(v.holdId, 'voided');
     expect(Object.fromEntries(stored.map((h) => [h.id, h.status === 'settled' ? `settled ${toBigInt(h.settled_micros)}` : h.status]))).toEqual(

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify';
 import { Type, type Static } from '@sinclair/typebox';
 import type { AppContext } from '../../app.ts';
 import { invalid } from '../../lib/errors.ts';
-import { createWorkspace, getWorkspace, listWorkspaces, updateWorkspace } from '../../workspaces/workspaces.ts';
+import { getWorkspace, listWorkspaces, updateWorkspace } from '../../workspaces/workspaces.ts';
 import { lotSources, workspaceAccountId, type LotSource } from '../../ledger/accounts.ts';
 import { parseCredits, parsePositiveCredits } from '../../ledger/money.ts';
 import { balanceHistory, balanceOf, listTransactions, type Granularity } from '../../ledger/reads.ts';

@@ -34,7 +34,6 @@ import {
   type AnthropicTool,
   type AnthropicToolChoice,
   type AnthropicToolResultBlock,
-  type AnthropicToolUseBlock,
   type AnthropicUsage,
 } from './wire.ts';
 
