@@ -18,6 +18,8 @@ export type Tx = Transaction<Database>;
  */
 export interface Batch {
   engine: Store['engine'];
+  /** The time now, by the ledger's clock: a write reads it when it runs, so ids follow posting order. */
+  now(): number;
   creditOperator(accountId: string, amountMicros: bigint): void;
   debitOperator(accountId: string, amountMicros: bigint): void;
   /** Adds a settled call to its API key's spend and request count (and last use time). */
@@ -58,6 +60,8 @@ export interface CommitterOptions {
   maxRetries?: number;
   /** Batches in flight at once (one connection each); 1 on SQLite, which has a single writer. */
   maxConcurrentBatches?: number;
+  /** The clock writes read (`Batch.now`); Date.now by default. */
+  now?: () => number;
 }
 
 const defaultMaxBatchOps = 256;
@@ -83,12 +87,14 @@ export class GroupCommitter {
   readonly #maxBatchOps: number;
   readonly #maxRetries: number;
   readonly #lanes: Lane[];
+  readonly #now: () => number;
   readonly stats: CommitterStats = { batches: 0, ops: 0, retries: 0, isolatedRuns: 0 };
 
   constructor(store: Store, opts: CommitterOptions = {}) {
     this.#store = store;
     this.#maxBatchOps = opts.maxBatchOps ?? defaultMaxBatchOps;
     this.#maxRetries = opts.maxRetries ?? defaultMaxRetries;
+    this.#now = opts.now ?? Date.now;
     const lanes = store.engine === 'sqlite' ? 1 : (opts.maxConcurrentBatches ?? defaultPostgresLanes);
     if (!Number.isSafeInteger(lanes) || lanes < 1) throw new Error('maxConcurrentBatches must be a positive integer');
     this.#lanes = Array.from({ length: lanes }, () => ({ queue: [], flushing: false, scheduled: false }));
@@ -173,7 +179,7 @@ export class GroupCommitter {
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.#store.db.transaction().execute(async (tx) => {
-          const batch = new BatchState(this.#store.engine);
+          const batch = new BatchState(this.#store.engine, this.#now);
           const results: unknown[] = [];
           for (let i = 0; i < ops.length; ) {
             const op = ops[i];
@@ -204,12 +210,14 @@ export class GroupCommitter {
 
 class BatchState implements Batch {
   readonly engine: Store['engine'];
+  readonly now: () => number;
   readonly #deltas = new Map<string, { credits: bigint; debits: bigint }>();
   readonly #keyUsage = new Map<string, { spend: bigint; requests: number; lastUsedAt: number }>();
   readonly #locked = new Set<string>();
 
-  constructor(engine: Store['engine']) {
+  constructor(engine: Store['engine'], now: () => number) {
     this.engine = engine;
+    this.now = now;
   }
 
   creditOperator(accountId: string, amountMicros: bigint): void {

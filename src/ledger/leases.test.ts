@@ -99,6 +99,22 @@ describe.each(engines)('balance leases on %s', (engine) => {
     expect(await verifyLedger(t.store.db)).toEqual([]);
   });
 
+  it('hands back a lease whose first growth was on its way when close() began, and holds that call directly', async () => {
+    const ws = await funded('1000');
+    const l = new LeasedLedger(new Ledger(t.store, { now }), { closeWaitMs: 0 });
+    const call = hold(l, ws, c('0.5'), 'closing-call');
+    const closing = l.close();
+    const answer = admitted(await call);
+    await closing;
+    // The call holds its own 0.5 in the ledger; nothing stays reserved for a lease.
+    expect((await leaseRows(ws)).map((r) => r.status)).toEqual(['voided']);
+    expect((await accountRow(ws)).pending).toBe(c('0.5'));
+    expect(l.stats.directHolds).toBe(1);
+    const held = await t.store.db.selectFrom('holds').select(['status', 'kind']).where('id', '=', answer.holdId).executeTakeFirstOrThrow();
+    expect(held).toEqual({ status: 'pending', kind: 'call' });
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
+
   it('answers a replayed hold as first answered while the call is in flight, and refuses a changed one', async () => {
     const ws = await funded('100');
     const l = instance();

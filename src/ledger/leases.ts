@@ -186,7 +186,6 @@ export class LeasedLedger implements LedgerApi {
         amount: call.amount,
         expired: call.expired,
         input,
-        nowMs: this.#now(),
       });
     } catch (err) {
       // The settlement may have failed for good, or (a connection lost at COMMIT) succeeded after
@@ -355,7 +354,6 @@ export class LeasedLedger implements LedgerApi {
       minCalls: this.#minCalls,
       closing: this.#closing,
       timeoutMs: input.timeoutMs,
-      nowMs: this.#now(),
     });
     const done = growth
       .then((outcome): 'grown' | 'near_limit' => {
@@ -365,8 +363,9 @@ export class LeasedLedger implements LedgerApi {
           if (lease) this.#stopAdmitting(lease);
           return 'grown';
         }
+        let grown: Lease | null = lease;
         if (outcome.created) {
-          this.#leases.set(input.workspaceId, {
+          grown = {
             id: outcome.leaseId,
             workspaceId: input.workspaceId,
             accountId,
@@ -378,12 +377,19 @@ export class LeasedLedger implements LedgerApi {
             returning: null,
             returnAgain: false,
             finished: false,
-          });
+          };
+          this.#leases.set(input.workspaceId, grown);
           this.stats.leases++;
         } else if (lease) {
           lease.amount += outcome.added;
           lease.expiresAt = Math.max(lease.expiresAt, outcome.expiresAt);
           if (!lease.open) void this.#returnFree(lease);
+        }
+        // close() began while the growth was on its way: what it reserved goes straight back,
+        // and the call that asked is held directly.
+        if (this.#closing && grown) {
+          void this.#retire(grown);
+          return 'near_limit';
         }
         return 'grown';
       })
@@ -433,7 +439,7 @@ export class LeasedLedger implements LedgerApi {
   /** Ends a lease no call uses any more: the row is voided and whatever it still reserves is released. */
   async #finishLease(lease: Lease): Promise<void> {
     const accountId = lease.accountId;
-    await this.inner.writer.write(accountId, 'leaseEnd', { accountId, leaseId: lease.id, nowMs: this.#now() });
+    await this.inner.writer.write(accountId, 'leaseEnd', { accountId, leaseId: lease.id });
     lease.amount = 0n;
     lease.finished = true;
   }

@@ -49,6 +49,30 @@ describe.each(engines)('ledger on %s', (engine) => {
     expect(hist.at(-1)!.balanceMicros).toBe(c('8.999999'));
     expect(await verifyLedger(t.store.db)).toEqual([]);
   });
+
+  it('stamps each write with the time it was posted, so ids list in posting order with consistent balances', async () => {
+    // A settlement queued at T that runs after a write stamped T+1 (another workspace's, first in
+    // the same batch) must not be stamped T: its id would sort before an earlier settlement's.
+    let now = Date.UTC(2026, 1, 1);
+    const ordered = new Ledger(t.store, { now: () => now });
+    const first = await ws('order-first');
+    const second = await ws('order-second');
+    for (const id of [first, second]) await ordered.grant({ workspaceId: id, amountMicros: c('100'), source: 'purchase', idempotencyKey: `order-g-${id}` });
+    now += 1000;
+    const h1 = await ordered.hold({ workspaceId: second, amountMicros: c('1'), timeoutMs: 60_000, idempotencyKey: 'order-h1' });
+    const h2 = await ordered.hold({ workspaceId: second, amountMicros: c('1'), timeoutMs: 60_000, idempotencyKey: 'order-h2' });
+    if (!h1.ok || !h2.ok) throw new Error('refused');
+    await ordered.settle({ workspaceId: second, holdId: h1.holdId, actualMicros: 1000n });
+    const later = ordered.settle({ workspaceId: second, holdId: h2.holdId, actualMicros: 2000n });
+    now += 1;
+    const other = ordered.hold({ workspaceId: first, amountMicros: c('1'), timeoutMs: 60_000, idempotencyKey: 'order-h3' });
+    await Promise.all([later, other]);
+    const { data } = await listTransactions(t.store.db, second, {});
+    expect(data.map((x) => x.amountMicros)).toEqual([-2000n, -1000n, c('100')]);
+    expect(data.map((x) => x.balanceAfterMicros)).toEqual([c('99.997'), c('99.999'), c('100')]);
+    expect(data[0].createdAt).toBe(now);
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
 });
 
 describe.each(engines)('key budgets on %s', (engine) => {

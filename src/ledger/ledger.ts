@@ -1,9 +1,8 @@
 // The credit ledger's writes: grants, two-phase holds (hold, settle, void), lot expiry and the
 // hold sweeper. Each is checked here and then runs as data (src/ledger/write-ops.ts) inside one
-// transaction through the ledger's writer, which group-commits it in this thread or in the
-// ledger's writer thread (src/ledger/writer.ts). Every write is idempotent; after each write the
-// ledger asserts what must hold (balances, floors) and a broken invariant aborts the transaction
-// instead of being logged and ignored.
+// transaction through the ledger's writer (src/ledger/writer.ts), which group-commits it. Every
+// write is idempotent; after each write the ledger asserts what must hold (balances, floors) and
+// a broken invariant aborts the transaction instead of being logged and ignored.
 import { createHash } from 'node:crypto';
 import type { Store } from '../store/db.ts';
 import { AppError, invalid } from '../lib/errors.ts';
@@ -14,10 +13,6 @@ import type { BudgetLimit } from './budgets.ts';
 import { maxAbsMicros } from './money.ts';
 import type { LedgerRecord } from './records.ts';
 import { InlineWriter, type LedgerWriter } from './writer.ts';
-
-export { availableOf, releasePending, reservePending } from './write-ops.ts';
-export { assert, InvariantViolation } from './invariants.ts';
-export { warnIfCrossed } from './posting.ts';
 
 export interface GrantInput {
   workspaceId: string;
@@ -126,8 +121,8 @@ export class Ledger implements LedgerApi {
 
   constructor(store: Store, opts: LedgerOptions = {}) {
     this.store = store;
-    this.writer = opts.writer ?? new InlineWriter(store, opts);
     this.now = opts.now ?? Date.now;
+    this.writer = opts.writer ?? new InlineWriter(store, { ...opts, now: this.now });
   }
 
   /** Credits a workspace with a new lot, funded from the operator account of its source. */
@@ -137,7 +132,6 @@ export class Ledger implements LedgerApi {
     if (!Number.isSafeInteger(priority) || priority < 0 || priority > 1_000_000) {
       throw invalid('invalid_priority', "'priority' must be an integer from 0 to 1000000 (lower burns first).", 'priority');
     }
-    const nowMs = this.now();
     if (input.expiresAt != null && !Number.isSafeInteger(input.expiresAt)) throw invalidExpiry();
     if (input.note != null && input.note.length > maxNoteChars) {
       throw invalid('note_too_long', `'note' is limited to ${maxNoteChars} characters.`, 'note');
@@ -152,7 +146,7 @@ export class Ledger implements LedgerApi {
       note: input.note ?? null,
     });
     const accountId = workspaceAccountId(input.workspaceId);
-    return this.writer.write(accountId, 'grant', { input, accountId, funding: fundingAccount(input.source), priority, key, requestHash, nowMs });
+    return this.writer.write(accountId, 'grant', { input, accountId, funding: fundingAccount(input.source), priority, key, requestHash });
   }
 
   /**
@@ -164,7 +158,7 @@ export class Ledger implements LedgerApi {
     checkHoldTimeout(input.timeoutMs);
     const key = checkKey(input.idempotencyKey);
     const accountId = workspaceAccountId(input.workspaceId);
-    return this.writer.write(accountId, 'hold', { input, accountId, key, nowMs: this.now() });
+    return this.writer.write(accountId, 'hold', { input, accountId, key });
   }
 
   /**
@@ -175,13 +169,13 @@ export class Ledger implements LedgerApi {
   async settle(input: SettleInput): Promise<SettleResult> {
     validateAmount(input.actualMicros, 'actual', true);
     const accountId = workspaceAccountId(input.workspaceId);
-    return this.writer.write(accountId, 'settle', { input, accountId, nowMs: this.now() });
+    return this.writer.write(accountId, 'settle', { input, accountId });
   }
 
   /** Releases a hold without charging anything. */
   async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
     const accountId = workspaceAccountId(workspaceId);
-    return this.writer.write(accountId, 'void', { holdId, accountId, records, nowMs: this.now() });
+    return this.writer.write(accountId, 'void', { holdId, accountId, records });
   }
 
   /** Expires pending holds past their timeout, releasing their reservations. Returns how many. */
@@ -195,7 +189,7 @@ export class Ledger implements LedgerApi {
       .orderBy('expires_at')
       .limit(limit)
       .execute();
-    const results = await Promise.all(due.map((h) => this.writer.write(h.account_id, 'expireHold', { holdId: h.id, accountId: h.account_id, nowMs: this.now() })));
+    const results = await Promise.all(due.map((h) => this.writer.write(h.account_id, 'expireHold', { holdId: h.id, accountId: h.account_id })));
     return results.reduce<number>((a, b) => a + b, 0);
   }
 
@@ -211,7 +205,7 @@ export class Ledger implements LedgerApi {
       .limit(limit)
       .execute();
     const results = await Promise.all(
-      due.map((l) => this.writer.write(l.account_id, 'expireLot', { lotId: l.id, accountId: l.account_id, workspaceId: l.workspace_id, nowMs: this.now() })),
+      due.map((l) => this.writer.write(l.account_id, 'expireLot', { lotId: l.id, accountId: l.account_id, workspaceId: l.workspace_id })),
     );
     return results.reduce<number>((a, b) => a + b, 0);
   }

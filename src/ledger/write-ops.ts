@@ -1,8 +1,9 @@
 // The ledger's writes as data: each is a name and a plain input (no callbacks, no class
-// instances), run inside a transaction of the group committer by the function of that name here.
-// So a write can run where its transaction is (src/ledger/writer.ts): in this thread, or in the
-// ledger's writer thread with its own connection to the store. Every value a write decides by
-// (the time, a lease's free part) is taken when it is submitted and travels in its input.
+// instances), run inside a transaction of the group committer by the function of that name here
+// (see src/ledger/writer.ts). A write reads the time when it runs (`batch.now()`), so ids and
+// timestamps follow the order of posting; what it decides by from the caller's memory (a lease's
+// free part, a call's expiry, whether the instance is closing) is read when it is submitted and
+// travels in its input.
 import { conflict, invalid, notFound } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import type { Engine } from '../store/db.ts';
@@ -24,40 +25,34 @@ export interface GrantWrite {
   priority: number;
   key: string;
   requestHash: string;
-  nowMs: number;
 }
 
 export interface HoldWrite {
   input: HoldInput;
   accountId: string;
   key: string;
-  nowMs: number;
 }
 
 export interface SettleWrite {
   input: SettleInput;
   accountId: string;
-  nowMs: number;
 }
 
 export interface VoidWrite {
   holdId: string;
   accountId: string;
   records: LedgerRecord[] | undefined;
-  nowMs: number;
 }
 
 export interface ExpireHoldWrite {
   holdId: string;
   accountId: string;
-  nowMs: number;
 }
 
 export interface ExpireLotWrite {
   lotId: string;
   accountId: string;
   workspaceId: string;
-  nowMs: number;
 }
 
 export interface SetLimitsWrite {
@@ -83,7 +78,6 @@ export interface LeaseGrowWrite {
   minCalls: bigint;
   closing: boolean;
   timeoutMs: number;
-  nowMs: number;
 }
 
 export type LeaseGrowResult = { kind: 'grown'; leaseId: string; created: boolean; added: bigint; expiresAt: number } | { kind: 'near_limit' } | { kind: 'lease_gone' };
@@ -98,7 +92,6 @@ export interface LeaseShrinkWrite {
 export interface LeaseEndWrite {
   accountId: string;
   leaseId: string;
-  nowMs: number;
 }
 
 /** A call admitted against a lease, settled. */
@@ -110,7 +103,6 @@ export interface LeaseSettleWrite {
   /** Its hold timeout passed before it settled: its reservation already went back to the lease. */
   expired: boolean;
   input: SettleInput;
-  nowMs: number;
 }
 
 export interface LeaseSettleResult {
@@ -148,7 +140,8 @@ export type WriteOp<I, R> =
 
 export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>> } = {
   grant: {
-    async run(tx, batch, { input, accountId, funding, priority, key, requestHash, nowMs }) {
+    async run(tx, batch, { input, accountId, funding, priority, key, requestHash }) {
+      const nowMs = batch.now();
       // The account's row lock comes first, as in every other write: taking the idempotency key's
       // lock before it could deadlock with a batch that holds the account and wants the key.
       if (!(await lockExistingAccount(tx, batch, accountId))) throw notFound('workspace', input.workspaceId);
@@ -225,7 +218,8 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
   },
 
   hold: {
-    async run(tx, batch, { input, accountId, key, nowMs }) {
+    async run(tx, batch, { input, accountId, key }) {
+      const nowMs = batch.now();
       const engine = batch.engine;
       const amount = input.amountMicros;
       const expiresAt = nowMs + input.timeoutMs;
@@ -288,7 +282,8 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
   },
 
   settle: {
-    async run(tx, batch, { input, accountId, nowMs }) {
+    async run(tx, batch, { input, accountId }) {
+      const nowMs = batch.now();
       const engine = batch.engine;
       const actual = input.actualMicros;
       await batch.lockAccount(tx, accountId);
@@ -311,7 +306,8 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
   },
 
   void: {
-    async run(tx, batch, { holdId, accountId, records, nowMs }) {
+    async run(tx, batch, { holdId, accountId, records }) {
+      const nowMs = batch.now();
       const engine = batch.engine;
       await batch.lockAccount(tx, accountId);
       const claimed = await tx
@@ -339,7 +335,8 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
   },
 
   expireHold: {
-    async run(tx, batch, { holdId, accountId, nowMs }) {
+    async run(tx, batch, { holdId, accountId }) {
+      const nowMs = batch.now();
       await batch.lockAccount(tx, accountId);
       const claimed = await tx
         .updateTable('holds')
@@ -356,7 +353,8 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
   },
 
   expireLot: {
-    async run(tx, batch, { lotId, accountId, workspaceId, nowMs }) {
+    async run(tx, batch, { lotId, accountId, workspaceId }) {
+      const nowMs = batch.now();
       await batch.lockAccount(tx, accountId);
       const lot = await tx.selectFrom('lots').select('remaining_micros').where('id', '=', lotId).where('expired_at', 'is', null).executeTakeFirst();
       if (!lot) return 0;
@@ -432,14 +430,15 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
       if (target < need * w.minCalls || w.closing) return { kind: 'near_limit' };
       const added = target > free ? target - free : 0n;
       // A lease's expiry only ever moves later: calls admitted under it count on it.
-      const expiresAt = w.nowMs + 2 * w.timeoutMs;
+      const nowMs = batch.now();
+      const expiresAt = nowMs + 2 * w.timeoutMs;
       if (w.leaseId !== null) {
         const [row] = await queryRows<{ expires_at: unknown }>(tx, batch.engine, sqlGrowLease, [added, expiresAt, expiresAt, w.leaseId]);
         if (!row) return { kind: 'lease_gone' };
         await reservePending(tx, batch.engine, accountId, added);
         return { kind: 'grown', leaseId: w.leaseId, created: false, added, expiresAt: Number(row.expires_at) };
       }
-      const leaseId = newId('hold', w.nowMs);
+      const leaseId = newId('hold', nowMs);
       await tx
         .insertInto('holds')
         .values({
@@ -454,7 +453,7 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
           expires_at: expiresAt,
           settled_micros: null,
           transfer_id: null,
-          created_at: w.nowMs,
+          created_at: nowMs,
           resolved_at: null,
           budget_ids: null,
           rejection: null,
@@ -477,7 +476,8 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
   },
 
   leaseEnd: {
-    async run(tx, batch, { accountId, leaseId, nowMs }) {
+    async run(tx, batch, { accountId, leaseId }) {
+      const nowMs = batch.now();
       await batch.lockAccount(tx, accountId);
       const [row] = await queryRows<{ amount_micros: unknown }>(tx, batch.engine, sqlVoidLease, [nowMs, leaseId]);
       if (row) await releasePending(tx, batch.engine, accountId, toBigInt(row.amount_micros));
@@ -498,6 +498,7 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
     async run(tx: Tx, batch: Batch, items: LeaseSettleWrite[]): Promise<LeaseSettleResult[]> {
       const accountId = items[0].accountId;
       await batch.lockAccount(tx, accountId);
+      const nowMs = batch.now();
       const shrinkBy = new Map<string, bigint>();
       for (const w of items) {
         if (w.expired || w.input.actualMicros === 0n) continue;
@@ -511,7 +512,7 @@ export const writeOps: { [N in WriteName]: WriteOp<WriteInput<N>, WriteResult<N>
       const postings = items.map((w) => {
         const late = w.expired || gone.has(w.leaseId);
         const released = late || w.input.actualMicros === 0n ? 0n : w.amount;
-        return { ...w.input, releasedMicros: released, transferId: w.input.actualMicros > 0n ? newId('txn', w.nowMs) : null, late, nowMs: w.nowMs };
+        return { ...w.input, releasedMicros: released, transferId: w.input.actualMicros > 0n ? newId('txn', nowMs) : null, late, nowMs };
       });
       const posted = await postUsages(tx, batch, accountId, postings);
       return posted.map((p, i) => ({ posted: p, late: postings[i].late }));
