@@ -124,9 +124,12 @@ async function relayStream(
   const raw = reply.raw;
   const encoder = format.encoder(body.model, body.stream_options?.include_usage === true);
   let headWritten = false;
-  const write = (text: string) => {
-    if (text.length === 0 || watch.clientGone) return;
+  // What one upstream piece (or the end) produced goes out in one write: one socket write per
+  // piece the upstream sent, not one per event in it.
+  const write = (text: string, end = false) => {
+    if (watch.clientGone) return;
     if (!headWritten) {
+      if (text.length === 0 && !end) return;
       raw.writeHead(200, {
         'content-type': 'text/event-stream; charset=utf-8',
         'cache-control': 'no-cache',
@@ -135,19 +138,22 @@ async function relayStream(
       });
       headWritten = true;
       call.firstBytePerf = performance.now();
-      raw.write(encoder.open(inputTokens));
+      text = encoder.open(inputTokens) + text;
     }
-    raw.write(text);
+    if (end) raw.end(text);
+    else if (text.length > 0) raw.write(text);
   };
 
   let finishReason: FinishReason | null = null;
   const forward = (chunks: ChatChunk[]) => {
+    let text = '';
     for (const c of chunks) {
       // Usage-only chunks are the gateway's to emit (at the end, if the client asked for them).
       if (c.choices.length === 0) continue;
       for (const choice of c.choices) if (choice.finish_reason) finishReason = choice.finish_reason;
-      write(encoder.chunk(c));
+      text += encoder.chunk(c);
     }
+    write(text);
   };
 
   let failed = false;
@@ -193,8 +199,7 @@ async function relayStream(
   }
   if (outcome.status === 'ok') {
     reportSuccess(deps, attempt.candidate);
-    write(encoder.close(outcome.usage, finishReason));
-    raw.end();
+    write(encoder.close(outcome.usage, finishReason), true);
     return 'done';
   }
   const err = upstreamError
