@@ -3,7 +3,7 @@
 // older ciphertexts still open with a previous key until they are re-encrypted.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createCipheriv, createDecipheriv, createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, hash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 const ivBytes = 12;
 const keyFileName = 'secret.key';
@@ -64,7 +64,8 @@ export function loadOrCreateSecretKey(configured: string | null, dataDir: string
 }
 
 export function sha256Hex(value: string): string {
-  return createHash('sha256').update(value).digest('hex');
+  // The one-shot form: no Hash object per call (every gateway call hashes its API key).
+  return hash('sha256', value, 'hex');
 }
 
 /** Constant-time comparison of two hex digests of equal length. */
