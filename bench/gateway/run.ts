@@ -27,7 +27,7 @@ const benchDir = import.meta.dirname;
 const repoRoot = path.resolve(benchDir, '../..');
 const resultsDir = path.join(benchDir, 'results');
 
-const rounds = Math.max(1, Math.round(envNumber('BENCH_ROUNDS', 3)));
+const rounds = Math.max(1, Math.round(envNumber('BENCH_ROUNDS', 5)));
 const benchSeconds = envNumber('BENCH_SECONDS', 4);
 const connections = envNumber('BENCH_CONNECTIONS', 50);
 const singleSeconds = envNumber('BENCH_SINGLE_SECONDS', 2);
