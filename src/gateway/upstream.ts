@@ -1,7 +1,7 @@
 // Sends a prepared upstream request: over undici keep-alive pools for HTTP providers, in-process
 // for the sandbox. Time limits: `headersTimeoutMs` until the upstream answers, `bodyIdleMs` between
 // body chunks; the caller's AbortSignal cancels everything (client gone, overall deadline).
-import { Agent, request } from 'undici';
+import { Agent } from 'undici';
 import type { PreparedRequest, ProviderAdapter } from '../providers/types.ts';
 
 export interface UpstreamAnswer {
@@ -20,6 +20,21 @@ const agent = new Agent({ connections: connectionsPerOrigin, keepAliveTimeout: k
 
 export class UpstreamTimeout extends Error {}
 
+/** Where a URL goes, as undici's dispatcher takes it: parsed once per distinct URL, not per call. */
+const destinations = new Map<string, { origin: string; path: string }>();
+const maxDestinations = 1000;
+
+function destinationOf(url: string): { origin: string; path: string } {
+  let d = destinations.get(url);
+  if (!d) {
+    const u = new URL(url);
+    d = { origin: u.origin, path: `${u.pathname}${u.search}` };
+    if (destinations.size >= maxDestinations) destinations.clear();
+    destinations.set(url, d);
+  }
+  return d;
+}
+
 export async function sendUpstream(
   adapter: ProviderAdapter,
   prepared: PreparedRequest,
@@ -30,18 +45,22 @@ export async function sendUpstream(
     return { ...res, text: () => readAll(res.body) };
   }
   try {
-    const res = await request(prepared.url, {
+    const res = await agent.request({
+      ...destinationOf(prepared.url),
       method: prepared.method,
       headers: prepared.headers,
       body: prepared.method === 'GET' ? undefined : prepared.body,
       signal: opts.signal,
-      dispatcher: agent,
       headersTimeout: opts.headersTimeoutMs,
       bodyTimeout: opts.bodyIdleMs,
     });
     const headers: Record<string, string> = {};
     for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') headers[k] = v;
-    return { status: res.statusCode, headers, body: res.body, text: () => readAll(res.body) };
+    const body = res.body;
+    // A body that says its length within the limit is read whole; any other is counted as it comes.
+    const length = Number(headers['content-length'] ?? Number.NaN);
+    const text = length >= 0 && length <= maxUpstreamBodyBytes ? () => body.text() : () => readAll(body);
+    return { status: res.statusCode, headers, body, text };
   } catch (err) {
     const code = (err as { code?: string }).code;
     if (code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT') {
@@ -57,7 +76,7 @@ async function readAll(body: AsyncIterable<Uint8Array>): Promise<string> {
   for await (const chunk of body) {
     size += chunk.byteLength;
     if (size > maxUpstreamBodyBytes) throw new Error('upstream answer too large');
-    parts.push(Buffer.from(chunk));
+    parts.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   }
   return Buffer.concat(parts).toString('utf8');
 }
