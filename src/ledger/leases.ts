@@ -40,7 +40,6 @@ export interface LeaseOptions {
   minCallsPerLease?: number;
   /** How long close() waits for leased calls in flight to end before handing the leases back (default 10 s). */
   closeWaitMs?: number;
-  now?: () => number;
 }
 
 const defaultCallsPerLease = 256n;
@@ -125,7 +124,8 @@ export class LeasedLedger implements LedgerApi {
     this.#minCalls = BigInt(opts.minCallsPerLease ?? defaultMinCallsPerLease);
     if (this.#callsPerLease < 1n || this.#divisor < 1n || this.#minCalls < 1n) throw new Error('lease options must be positive');
     this.#closeWaitMs = opts.closeWaitMs ?? defaultCloseWaitMs;
-    this.#now = opts.now ?? inner.now;
+    // The ledger's clock: the lease rows it writes and the admissions made here read the same time.
+    this.#now = inner.now;
   }
 
   grant(input: GrantInput): Promise<GrantResult> {
