@@ -260,6 +260,35 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     }
   });
 
+  it('reads a non-streamed answer of unknown length like one that says its length, and refuses one over 64 MiB without charging', async () => {
+    const t = await tenant('10');
+    const model = await isolatedModel();
+    const ask = () => t.openai.chat.completions.create({ model, messages, max_tokens: 50 }).withResponse();
+    try {
+      const sized = await ask();
+      mock.setBehavior({ chunked: true });
+      const chunked = await ask();
+      expect(chunked.data.choices[0].message.content).toBe(sized.data.choices[0].message.content);
+      expect(chunked.response.headers.get('x-tollgate-credits-charged')).toBe(sized.response.headers.get('x-tollgate-credits-charged'));
+      const charged = g.micros(sized.response.headers.get('x-tollgate-credits-charged')!);
+      expect(charged).toBeGreaterThan(0n);
+      // Over the limit, whether it says so up front or only as it arrives: a 502, nothing charged.
+      const before = await g.balanceOf(s, t.workspaceId);
+      for (const chunkedHuge of [false, true]) {
+        mock.setBehavior({ chunked: chunkedHuge, padChars: 64 * 1024 * 1024 + 1 });
+        const err = (await ask().catch((e: unknown) => e)) as APIError;
+        expect(err, `chunked: ${chunkedHuge}`).toBeInstanceOf(OpenAI.APIError);
+        expect(err.status).toBe(502);
+        const record = await g.settledUsage(s, err.headers!.get('x-request-id')!);
+        expect(record).toMatchObject({ status: 'upstream_error', error_code: 'upstream_read_failed', charge_micros: 0n, transfer_id: null });
+      }
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: before.balance, pending: 0n });
+      expect(before.balance).toBe(t.granted - 2n * charged);
+    } finally {
+      mock.setBehavior({});
+    }
+  });
+
   it('charges nothing (voids the hold) when the upstream fails before producing any output', async () => {
     const t = await tenant('10');
     const model = await isolatedModel();

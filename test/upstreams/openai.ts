@@ -40,6 +40,10 @@ export interface OpenAIMockBehavior {
   reasoningTokens?: number;
   /** Answer with this text instead of the generated one. */
   replyText?: string;
+  /** Send JSON answers chunked, in a few pieces, without a content-length. */
+  chunked?: boolean;
+  /** Add a `padding` field of this many characters to a non-streamed chat answer (a huge answer without a huge reply). */
+  padChars?: number;
 }
 
 export interface OpenAIMockOptions {
@@ -186,7 +190,12 @@ export async function startOpenAIMock(options: OpenAIMockOptions = {}): Promise<
     const answer = answerChat(chatRequest, { name: openaiMockName, replyText: current.replyText });
     const usage = current.omitUsage ? null : usageOf(answer, current);
     if (chatRequest.stream === true) await stream(res, chatChunksOf(chatRequest, answer, usage), current, record);
-    else sendJson(res, 200, chatCompletionOf(chatRequest, answer, usage));
+    else {
+      const completion = chatCompletionOf(chatRequest, answer, usage);
+      const padded = current.padChars ? { ...completion, padding: 'x'.repeat(current.padChars) } : completion;
+      if (current.chunked) await sendChunked(res, 200, padded);
+      else sendJson(res, 200, padded);
+    }
   }
 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -245,6 +254,19 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** The JSON in four pieces with `transfer-encoding: chunked`, so the reader cannot know its length up front. */
+async function sendChunked(res: ServerResponse, status: number, body: unknown): Promise<void> {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json' });
+  const step = Math.ceil(text.length / 4);
+  for (let at = 0; at < text.length; at += step) {
+    if (res.destroyed) return;
+    if (!res.write(text.slice(at, at + step))) await new Promise((resolve) => res.once('drain', resolve));
+    await sleep(1);
+  }
+  res.end();
 }
 
 function sendError(res: ServerResponse, err: MockHttpError): void {
