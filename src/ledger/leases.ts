@@ -383,15 +383,11 @@ export class LeasedLedger implements LedgerApi {
         } else if (lease) {
           lease.amount += outcome.added;
           lease.expiresAt = Math.max(lease.expiresAt, outcome.expiresAt);
-          if (!lease.open) void this.#returnFree(lease);
         }
-        // close() began while the growth was on its way: what it reserved goes straight back,
-        // and the call that asked is held directly.
-        if (this.#closing && grown) {
-          void this.#retire(grown);
-          return 'near_limit';
-        }
-        return 'grown';
+        // The lease was retired, or close() began, while the growth was on its way: what it
+        // reserved goes straight back (while closing, the call that asked is held directly).
+        if (grown && (this.#closing || !grown.open)) void this.#retire(grown);
+        return this.#closing ? 'near_limit' : 'grown';
       })
       .finally(() => this.#growth.delete(input.workspaceId));
     this.#growth.set(input.workspaceId, done);
