@@ -1,7 +1,9 @@
 // Group commit: ledger writes submitted while a transaction is in flight wait for it, then all of
 // them run in the next single transaction. Callers see one promise per write; the store sees one
-// commit per batch. A batch that fails is re-run one write per transaction, so one bad write can
-// never fail its neighbours, and deadlocks or serialization failures are retried.
+// commit per batch. Under load a batch gathers for a few turns of the event loop before it runs
+// (see `gatherTurns`), so it carries the settlements of many calls, not of one turn's few. A batch
+// that fails is re-run one write per transaction, so one bad write can never fail its neighbours,
+// and deadlocks or serialization failures are retried.
 // On PostgreSQL several batches are in flight at once, each on its own connection, in lanes: the
 // writes of one account always go to the same lane, so they keep their order and never run in two
 // transactions at once, while other accounts' writes commit beside them instead of waiting.
@@ -62,9 +64,21 @@ export interface CommitterOptions {
   maxConcurrentBatches?: number;
   /** The clock writes read (`Batch.now`); Date.now by default. */
   now?: () => number;
+  /**
+   * Turns of the event loop a batch waits for more writes before it runs, when the lane's last
+   * batch carried more than one write (writes are arriving together). A lone write never waits.
+   */
+  gatherTurns?: number;
 }
 
 const defaultMaxBatchOps = 256;
+/**
+ * Measured with the gateway bench at 50 connections (A/B runs of two Tollgate processes side by
+ * side): batches gathered over 1 turn against 0 cost 7.5% less CPU per call, over 3 turns 13% less
+ * again, over 8 a few percent more. A turn without I/O waiting is microseconds, so a light load
+ * pays next to nothing; a heavy one gathers for as long as its turns take.
+ */
+const defaultGatherTurns = 8;
 const defaultMaxRetries = 5;
 const retryBaseDelayMs = 2;
 const defaultPostgresLanes = 4;
@@ -73,6 +87,8 @@ interface Lane {
   queue: Pending<unknown>[];
   flushing: boolean;
   scheduled: boolean;
+  /** Writes in the lane's last batch. */
+  lastBatchOps: number;
 }
 
 export interface CommitterStats {
@@ -88,6 +104,7 @@ export class GroupCommitter {
   readonly #maxRetries: number;
   readonly #lanes: Lane[];
   readonly #now: () => number;
+  readonly #gatherTurns: number;
   readonly stats: CommitterStats = { batches: 0, ops: 0, retries: 0, isolatedRuns: 0 };
 
   constructor(store: Store, opts: CommitterOptions = {}) {
@@ -95,9 +112,11 @@ export class GroupCommitter {
     this.#maxBatchOps = opts.maxBatchOps ?? defaultMaxBatchOps;
     this.#maxRetries = opts.maxRetries ?? defaultMaxRetries;
     this.#now = opts.now ?? Date.now;
+    this.#gatherTurns = opts.gatherTurns ?? defaultGatherTurns;
+    if (!Number.isSafeInteger(this.#gatherTurns) || this.#gatherTurns < 0) throw new Error('gatherTurns must be a non-negative integer');
     const lanes = store.engine === 'sqlite' ? 1 : (opts.maxConcurrentBatches ?? defaultPostgresLanes);
     if (!Number.isSafeInteger(lanes) || lanes < 1) throw new Error('maxConcurrentBatches must be a positive integer');
-    this.#lanes = Array.from({ length: lanes }, () => ({ queue: [], flushing: false, scheduled: false }));
+    this.#lanes = Array.from({ length: lanes }, () => ({ queue: [], flushing: false, scheduled: false, lastBatchOps: 0 }));
   }
 
   /**
@@ -131,11 +150,18 @@ export class GroupCommitter {
   #schedule(lane: Lane): void {
     if (lane.flushing || lane.scheduled) return;
     lane.scheduled = true;
-    // setImmediate lets writes from the same turn of the event loop join the batch.
-    setImmediate(() => {
+    // setImmediate lets writes from the same turn of the event loop join the batch; when writes
+    // have been arriving together, the batch also waits a few more turns (while it is not full).
+    let turns = lane.lastBatchOps > 1 ? this.#gatherTurns : 0;
+    const next = () => {
+      if (turns-- > 0 && lane.queue.length < this.#maxBatchOps) {
+        setImmediate(next);
+        return;
+      }
       lane.scheduled = false;
       void this.#flush(lane);
-    });
+    };
+    setImmediate(next);
   }
 
   async #flush(lane: Lane): Promise<void> {
@@ -144,6 +170,7 @@ export class GroupCommitter {
     try {
       while (lane.queue.length > 0) {
         const ops = lane.queue.splice(0, this.#maxBatchOps);
+        lane.lastBatchOps = ops.length;
         await this.#commitBatch(ops);
       }
     } finally {

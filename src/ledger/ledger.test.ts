@@ -73,6 +73,30 @@ describe.each(engines)('ledger on %s', (engine) => {
     expect(data[0].createdAt).toBe(now);
     expect(await verifyLedger(t.store.db)).toEqual([]);
   });
+
+  it('gathers writes that arrive over a few turns of the event loop into one batch once writes come together', async () => {
+    const turn = () => new Promise((r) => setImmediate(r));
+    const spreadOverTurns = async (l: Ledger, id: string, prefix: string) => {
+      // Two writes together (the lane's last batch then carries more than one), then one write per turn.
+      await Promise.all([0, 1].map((i) => l.hold({ workspaceId: id, amountMicros: 1000n, timeoutMs: 60_000, idempotencyKey: `${prefix}-pair-${i}` })));
+      const before = l.writer.stats.batches;
+      const spread = [];
+      for (let i = 0; i < 5; i++) {
+        spread.push(l.hold({ workspaceId: id, amountMicros: 1000n, timeoutMs: 60_000, idempotencyKey: `${prefix}-spread-${i}` }));
+        await turn();
+      }
+      const held = await Promise.all(spread);
+      expect(held.every((h) => h.ok)).toBe(true);
+      return l.writer.stats.batches - before;
+    };
+    const id = await ws('gather');
+    await ledger.grant({ workspaceId: id, amountMicros: c('1'), source: 'purchase', idempotencyKey: 'gather-g' });
+    expect(await spreadOverTurns(new Ledger(t.store, { now: () => clock, gatherTurns: 8 }), id, 'g8')).toBe(1);
+    expect(await spreadOverTurns(new Ledger(t.store, { now: () => clock, gatherTurns: 0 }), id, 'g0')).toBeGreaterThan(1);
+    const b = await balanceOf(t.store.db, id);
+    expect(b.pendingMicros).toBe(14_000n);
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
 });
 
 describe.each(engines)('key budgets on %s', (engine) => {
