@@ -1,4 +1,4 @@
-// Tollgate as a user runs it: `node bin/tollgate.mjs start` on a fresh SQLite file, configured
+// Tollgate as a user runs it: `npm start`'s command (`node --max-semi-space-size=32 bin/tollgate.mjs start`) on a fresh SQLite file, configured
 // through its admin API to sell one model routed to the mock upstream; afterwards, the proof that
 // billing really happened: usage transfers counted in the database, the ledger verified.
 import path from 'node:path';
@@ -46,10 +46,13 @@ export function tollgateEnv(dataDir: string, port: number): NodeJS.ProcessEnv {
   };
 }
 
+/** The node flags `npm start` runs Tollgate with (package.json), so the bench measures what a user runs. */
+export const startNodeFlags = ['--max-semi-space-size=32'];
+
 export async function startTollgate(repoRoot: string, dataDir: string, port: number, cpuProfileDir: string | null): Promise<TollgateRun> {
   const env = tollgateEnv(dataDir, port);
   const profiling = cpuProfileDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfileDir}`] : [];
-  const child = startChild('tollgate', process.execPath, [...profiling, 'bin/tollgate.mjs', 'start'], env, repoRoot);
+  const child = startChild('tollgate', process.execPath, [...startNodeFlags, ...profiling, 'bin/tollgate.mjs', 'start'], env, repoRoot);
   const url = `http://127.0.0.1:${port}`;
   await waitForHttp(child, `${url}/healthz`, readyTimeoutMs);
   return { child, url, env, databaseFile: path.join(dataDir, 'bench.db') };
