@@ -437,7 +437,7 @@ function usageRecord(call: CallState, outcome: Outcome, charge: bigint, latencyM
       latency_ms: latencyMs,
       ttfb_ms: ttfbMs,
       attempts: Math.max(call.attempts.length, 1),
-      route_summary: JSON.stringify(routeSummary(call, outcome)),
+      route_summary: storedRouteSummary(call, outcome),
       created_at: call.startedAtMs,
     },
     ...(settled ? { fill: { balanceAfterMicros: 'balance_after_micros', transferId: 'transfer_id' } } : {}),
@@ -455,6 +455,59 @@ export function routeSummary(call: CallState, outcome: Pick<Outcome, 'candidate'
     attempts: call.attempts,
     fallbacks: call.attempts.slice(0, -1).map((a) => ({ from: a.routeId, reason: a.error ?? `HTTP ${a.status}` })),
     skipped: call.plan.skipped,
+  };
+}
+
+/**
+ * A route decision as the usage record keeps it. Most calls take the first route of their model at
+ * the first attempt, with nothing skipped and no policy or price book in effect: their record's
+ * own columns (model, route, provider) already say most of it, so only the rest is stored
+ * (`{"plain":1,...}`, a sixth of the full text), and `routeDecisionOf` rebuilds the full decision.
+ */
+export function storedRouteSummary(call: CallState, outcome: Pick<Outcome, 'candidate'> | null): string {
+  const chosen = outcome?.candidate ?? null;
+  const only = call.attempts.length === 1 ? call.attempts[0] : null;
+  const { policy } = call.workspace;
+  const plain =
+    chosen !== null &&
+    only !== null &&
+    call.plan.skipped.length === 0 &&
+    chosen.model.name === call.model.name &&
+    only.model === call.model.name &&
+    only.routeId === chosen.route.id &&
+    only.providerId === chosen.route.provider.id &&
+    policy.allowedRegions === null &&
+    !policy.zeroRetention &&
+    call.workspace.priceBookId === null;
+  if (!plain) return JSON.stringify(routeSummary(call, outcome));
+  const stored: PlainRouteSummary = { plain: 1, order: chosen.order, credentialId: only.credentialId, status: only.status, error: only.error, latencyMs: only.latencyMs };
+  return JSON.stringify(stored);
+}
+
+interface PlainRouteSummary {
+  plain: 1;
+  order: Candidate['order'];
+  credentialId: string | null;
+  status: number | null;
+  error: string | null;
+  latencyMs: number;
+}
+
+/** The full route decision of a usage record (see storedRouteSummary). */
+export function routeDecisionOf(record: { route_summary: string | null; model: string; route_id: string | null; provider_id: string | null }): unknown {
+  if (record.route_summary === null) return null;
+  const stored = JSON.parse(record.route_summary) as ReturnType<typeof routeSummary> | PlainRouteSummary;
+  if (!('plain' in stored)) return stored;
+  const { model, route_id: routeId, provider_id: providerId } = record;
+  const attempt: AttemptRecord = { model, routeId: routeId ?? '', providerId: providerId ?? '', credentialId: stored.credentialId, status: stored.status, error: stored.error, latencyMs: stored.latencyMs };
+  return {
+    asked: model,
+    chosen: { model, routeId, providerId, order: stored.order },
+    policy: { allowedRegions: null, zeroRetention: false },
+    priceBookId: null,
+    attempts: [attempt],
+    fallbacks: [],
+    skipped: [],
   };
 }
 

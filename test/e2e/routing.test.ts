@@ -193,6 +193,32 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
     return { a, b, pa, pb, m };
   };
 
+  it('keeps a plain route decision short and shows it in full: first route, first attempt, nothing skipped', async () => {
+    const a = await upstream('A');
+    const b = await upstream('B');
+    const pa = await provider(a);
+    const pb = await provider(b);
+    const m = await model([
+      { providerId: pa.id, priority: 1 },
+      { providerId: pb.id, priority: 2 },
+    ]);
+    const t = await tenant('10');
+    const call = await chat(t, m.name);
+    const record = await usageRecord(call.requestId);
+    const stored = JSON.parse(record!.route_summary!);
+    expect(stored).toEqual({ plain: 1, order: 'priority', credentialId: pa.credentialId, status: 200, error: null, latencyMs: expect.any(Number) });
+    expect((await audit(call.requestId)).routeDecision).toEqual({
+      asked: m.name,
+      chosen: { model: m.name, routeId: m.routeOf(pa.id), providerId: pa.id, order: 'priority' },
+      policy: { allowedRegions: null, zeroRetention: false },
+      priceBookId: null,
+      attempts: [{ model: m.name, routeId: m.routeOf(pa.id), providerId: pa.id, credentialId: pa.credentialId, status: 200, error: null, latencyMs: stored.latencyMs }],
+      fallbacks: [],
+      skipped: [],
+    });
+    expect(b.calls()).toBe(0);
+  });
+
   describe('fallback', () => {
     const kinds: Array<{ kind: string; arrange: (a: Upstream) => Promise<{ aOpts?: ProviderOpts; aTarget?: string }>; attempt: { status: number | null; error: string } }> = [
       { kind: 'HTTP 500', arrange: async (a) => (a.set({ fail: { count: 2, status: 500 } }), {}), attempt: { status: 500, error: 'server_error' } },

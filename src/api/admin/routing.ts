@@ -7,6 +7,7 @@ import { notFound } from '../../lib/errors.ts';
 import { formatCredits } from '../../ledger/money.ts';
 import { formatNanos } from '../../pricing/price.ts';
 import { iso } from '../views.ts';
+import { routeDecisionOf } from '../../gateway/pipeline.ts';
 
 const IdParams = Type.Object({ id: Type.String({ maxLength: 64 }) });
 
@@ -50,7 +51,7 @@ export async function adminRoutingRoutes(app: FastifyInstance, ctx: AppContext) 
       latencyMs: r.latency_ms === null ? null : Number(r.latency_ms),
       timeToFirstByteMs: r.ttfb_ms === null ? null : Number(r.ttfb_ms),
       attempts: Number(r.attempts),
-      routeDecision: r.route_summary ? JSON.parse(r.route_summary) : null,
+      routeDecision: routeDecisionOf(r),
       createdAt: iso(r.created_at),
     };
   });
