@@ -25,7 +25,7 @@ import type { RequestLogWriter } from './request-logging.ts';
 import { effectiveLimits, type KeyLimits, type WorkspaceEntry } from '../workspaces/policy.ts';
 import { periodEnd, type BudgetLimit } from '../ledger/budgets.ts';
 import { defaultOutputAllowanceTokens, type GatewaySettings, type SettingsCache } from './context.ts';
-import { sendUpstream, UpstreamTimeout, type UpstreamAnswer } from './upstream.ts';
+import { CallSignal, sendUpstream, UpstreamTimeout, type UpstreamAnswer, type UpstreamSignal } from './upstream.ts';
 import type { LedgerRecord } from '../ledger/records.ts';
 
 export interface GatewayDeps {
@@ -270,7 +270,7 @@ export type AttemptResult =
 export async function callUpstream(
   deps: GatewayDeps,
   call: CallState,
-  signal: AbortSignal,
+  signal: UpstreamSignal,
   build: (adapter: ProviderAdapter, target: UpstreamTarget, candidate: Candidate) => Parameters<typeof sendUpstream>[1] | null,
 ): Promise<AttemptResult> {
   let last: AppError | null = null;
@@ -513,19 +513,19 @@ export function routeDecisionOf(record: { route_summary: string | null; model: s
 
 /** Watches the client connection: aborts the upstream when the client goes away before the end. */
 export function watchClient(req: FastifyRequest, reply: FastifyReply, deadlineMs: number) {
-  const controller = new AbortController();
+  const signal = new CallSignal();
   let clientGone = false;
-  const timer = setTimeout(() => controller.abort(new Error('deadline')), deadlineMs);
+  const timer = setTimeout(() => signal.abort(new Error('deadline')), deadlineMs);
   timer.unref();
   const onClose = () => {
     if (!reply.raw.writableFinished) {
       clientGone = true;
-      controller.abort(new Error('client closed'));
+      signal.abort(new Error('client closed'));
     }
   };
   reply.raw.on('close', onClose);
   return {
-    signal: controller.signal,
+    signal,
     get clientGone() {
       return clientGone;
     },

@@ -186,9 +186,15 @@ export interface ImagesAdapter {
   parseResponse(body: unknown): { response: ImagesResponse; usage: Usage | null };
 }
 
+/** What cancels an upstream call (the client left, the call's deadline passed): an AbortSignal or the like. */
+export interface CancelSignal {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+}
+
 /** An in-process upstream (the sandbox): answers a PreparedRequest without a socket. */
 export interface LocalTransport {
-  send(req: PreparedRequest, signal: AbortSignal): Promise<{ status: number; headers: Record<string, string>; body: AsyncIterable<Uint8Array> }>;
+  send(req: PreparedRequest, signal: CancelSignal): Promise<{ status: number; headers: Record<string, string>; body: AsyncIterable<Uint8Array> }>;
 }
 
 export type ProviderType = 'openai' | 'openai-compatible' | 'anthropic' | 'gemini' | 'azure-openai' | 'sandbox';

@@ -204,8 +204,8 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
     ]);
     const t = await tenant('10');
     const call = await chat(t, m.name);
-    const record = await usageRecord(call.requestId);
-    const stored = JSON.parse(record!.route_summary!);
+    const row = await s.running.ctx.store.db.selectFrom('usage_records').select('route_summary').where('id', '=', call.requestId).executeTakeFirstOrThrow();
+    const stored = JSON.parse(row.route_summary!);
     expect(stored).toEqual({ plain: 1, order: 'priority', credentialId: pa.credentialId, status: 200, error: null, latencyMs: expect.any(Number) });
     expect((await audit(call.requestId)).routeDecision).toEqual({
       asked: m.name,

@@ -1,6 +1,6 @@
 // The built-in `sandbox` provider: OpenAI's wire format answered in-process, with no network and
 // no key, so a fresh install (and every test) can make priced, metered calls end to end.
-import type { ChatRequest, EmbeddingsRequest, ImagesRequest, LocalTransport, PreparedRequest, ProviderAdapter, UpstreamTarget } from '../types.ts';
+import type { CancelSignal, ChatRequest, EmbeddingsRequest, ImagesRequest, LocalTransport, PreparedRequest, ProviderAdapter, UpstreamTarget } from '../types.ts';
 import { isRecord, parseJson } from '../common.ts';
 import { openaiChat, openaiEmbeddings, openaiImages, parseOpenAIError } from '../openai/index.ts';
 import { answerChat, chatChunksOf, chatCompletionOf, embeddingsOf, imagesOf, openaiErrorBody, sseOf } from './engine.ts';
@@ -12,7 +12,7 @@ const encoder = new TextEncoder();
 
 type LocalResponse = Awaited<ReturnType<LocalTransport['send']>>;
 
-function abortError(signal: AbortSignal): unknown {
+function abortError(signal: CancelSignal): unknown {
   return signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
 }
 
@@ -32,7 +32,7 @@ function invalid(message: string, param: string | null = null): LocalResponse {
 }
 
 /** Yields one SSE event at a time, giving the event loop a turn between them, until aborted. */
-async function* sseBody(events: string[], signal: AbortSignal): AsyncGenerator<Uint8Array> {
+async function* sseBody(events: string[], signal: CancelSignal): AsyncGenerator<Uint8Array> {
   for (const event of events) {
     if (signal.aborted) throw abortError(signal);
     yield encoder.encode(event);
@@ -40,7 +40,7 @@ async function* sseBody(events: string[], signal: AbortSignal): AsyncGenerator<U
   }
 }
 
-function answerChatRequest(body: Record<string, unknown>, signal: AbortSignal): LocalResponse {
+function answerChatRequest(body: Record<string, unknown>, signal: CancelSignal): LocalResponse {
   if (!Array.isArray(body.messages) || body.messages.length === 0) {
     return invalid("'messages' must be a non-empty array.", 'messages');
   }
@@ -68,7 +68,7 @@ function answerImagesRequest(body: Record<string, unknown>): LocalResponse {
 
 /** Answers PreparedRequests built by the sandbox adapter, exactly as api.openai.com would. */
 export const sandboxTransport: LocalTransport = {
-  async send(req: PreparedRequest, signal: AbortSignal): Promise<LocalResponse> {
+  async send(req: PreparedRequest, signal: CancelSignal): Promise<LocalResponse> {
     if (signal.aborted) throw abortError(signal);
     const path = req.url.split('?')[0];
     const body = parseJson(req.body);
