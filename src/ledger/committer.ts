@@ -66,7 +66,8 @@ export interface CommitterOptions {
   now?: () => number;
   /**
    * Turns of the event loop a batch waits for more writes before it runs, when the lane's last
-   * batch carried more than one write (writes are arriving together). A lone write never waits.
+   * batch carried more than one write (writes are arriving together). After a batch of one (a
+   * single caller, as at one connection) the next write runs at the next turn, as it always did.
    */
   gatherTurns?: number;
 }
