@@ -97,6 +97,30 @@ describe.each(engines)('ledger on %s', (engine) => {
     expect(b.pendingMicros).toBe(14_000n);
     expect(await verifyLedger(t.store.db)).toEqual([]);
   });
+
+  it('stops gathering after gatherMaxMs when the turns of the event loop are long', async () => {
+    const id = await ws('gather-cap');
+    await ledger.grant({ workspaceId: id, amountMicros: c('1'), source: 'purchase', idempotencyKey: 'gather-cap-g' });
+    const capped = new Ledger(t.store, { now: () => clock, gatherTurns: 1000, gatherMaxMs: 20 });
+    await Promise.all([0, 1].map((i) => capped.hold({ workspaceId: id, amountMicros: 1000n, timeoutMs: 60_000, idempotencyKey: `cap-pair-${i}` })));
+    // Turns of 5 ms each (a busy event loop); the write must not wait for 1000 of them.
+    let turnsSeen = 0;
+    let stop = false;
+    const busyTurn = () => {
+      const until = performance.now() + 5;
+      while (performance.now() < until);
+      turnsSeen++;
+      if (!stop && turnsSeen < 200) setImmediate(busyTurn);
+    };
+    setImmediate(busyTurn);
+    const held = await capped.hold({ workspaceId: id, amountMicros: 1000n, timeoutMs: 60_000, idempotencyKey: 'cap-late' });
+    const turnsAtCommit = turnsSeen;
+    stop = true;
+    expect(held.ok).toBe(true);
+    // 20 ms is 4 or 5 turns of 5 ms; the PostgreSQL round trips add a few more.
+    expect(turnsAtCommit).toBeLessThan(50);
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
 });
 
 describe.each(engines)('key budgets on %s', (engine) => {
