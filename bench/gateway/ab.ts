@@ -12,24 +12,17 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { measure, type LoadRequest } from './load.ts';
+import { chatBody, envNumber, measure, type LoadRequest } from './load.ts';
 import { cpuSecondsOf, freePorts, startChild, stopAll, waitForHttp } from './processes.ts';
 import { benchModel, configureTollgate, startTollgate, type TollgateRun } from './tollgate.ts';
 
 const benchDir = import.meta.dirname;
 const repoRoot = path.resolve(benchDir, '../..');
-const rounds = positive('BENCH_ROUNDS', 6);
-const seconds = positive('BENCH_SECONDS', 4);
-const connections = positive('BENCH_CONNECTIONS', 50);
+const rounds = envNumber('BENCH_ROUNDS', 6);
+const seconds = envNumber('BENCH_SECONDS', 4);
+const connections = envNumber('BENCH_CONNECTIONS', 50);
 const streamed = process.env.BENCH_STREAM === '1';
 
-function positive(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number (got '${raw}')`);
-  return value;
-}
 
 function envOf(name: string): Record<string, string> {
   const raw = process.env[name];
@@ -63,9 +56,7 @@ async function startSide(name: Side['name'], extraEnv: Record<string, string>, p
     process.env = saved;
   }
   const setup = await configureTollgate(run.url, mockUrl);
-  const body: Record<string, unknown> = { model: benchModel, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 16 };
-  if (streamed) Object.assign(body, { stream: true, stream_options: { include_usage: true } });
-  const request = { url: `${run.url}/v1/chat/completions`, headers: { 'content-type': 'application/json', authorization: `Bearer ${setup.apiKey}` }, body: JSON.stringify(body) };
+  const request = { url: `${run.url}/v1/chat/completions`, headers: { 'content-type': 'application/json', authorization: `Bearer ${setup.apiKey}` }, body: chatBody(benchModel, streamed) };
   return { name, run, dataDir, request, cpu: [], rps: [], singleP50: [] };
 }
 

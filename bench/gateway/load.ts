@@ -164,3 +164,19 @@ function percentile(sortedAscending: number[], p: number): number {
   const rank = Math.ceil((p / 100) * sortedAscending.length);
   return sortedAscending[Math.min(sortedAscending.length, Math.max(rank, 1)) - 1];
 }
+
+/** A positive number from the environment (a BENCH_* setting), or `fallback` when unset. */
+export function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number (got '${raw}')`);
+  return value;
+}
+
+/** The chat completion every run sends: a short prompt, 16 output tokens; streamed with usage when asked. */
+export function chatBody(model: string, streamed: boolean): string {
+  const body: Record<string, unknown> = { model, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 16 };
+  if (streamed) Object.assign(body, { stream: true, stream_options: { include_usage: true } });
+  return JSON.stringify(body);
+}

@@ -6,7 +6,7 @@
 import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { measure, measurementOf, type LoadRequest, type LoadResult } from './load.ts';
+import { chatBody, envNumber, measure, measurementOf, type LoadRequest, type LoadResult } from './load.ts';
 import { cpuSecondsOf, freePorts, startChild, stopAll, stopChild, waitForHttp, type Child } from './processes.ts';
 import { benchModel, checkBilling, configureTollgate, consumedCredits, startTollgate, type BillingCheck } from './tollgate.ts';
 import { profileMarkdown, summarizeProfile, type ProfileWindow } from './cpu-profile.ts';
@@ -51,23 +51,11 @@ interface Target {
   child: Child | null;
 }
 
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isFinite(value) || value <= 0) throw new Error(`${name} must be a positive number (got '${raw}')`);
-  return value;
-}
 
 function log(message: string): void {
   process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 }
 
-function chatBody(model: string, streamed: boolean): string {
-  const body: Record<string, unknown> = { model, messages: [{ role: 'user', content: 'Say hello' }], max_tokens: 16 };
-  if (streamed) Object.assign(body, { stream: true, stream_options: { include_usage: true } });
-  return JSON.stringify(body);
-}
 
 /** One call before the load: the target must answer the mock's reply, or nothing it does counts. */
 async function checkAnswer(target: Target, request: LoadRequest, streamed: boolean): Promise<void> {

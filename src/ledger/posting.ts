@@ -108,4 +108,3 @@ export async function warnIfCrossed(tx: Tx, workspaceId: string, warningLimit: u
     })
     .execute();
 }
-

@@ -194,14 +194,7 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
   };
 
   it('keeps a plain route decision short and shows it in full: first route, first attempt, nothing skipped', async () => {
-    const a = await upstream('A');
-    const b = await upstream('B');
-    const pa = await provider(a);
-    const pb = await provider(b);
-    const m = await model([
-      { providerId: pa.id, priority: 1 },
-      { providerId: pb.id, priority: 2 },
-    ]);
+    const { b, pa, m } = await primaryAndBackup();
     const t = await tenant('10');
     const call = await chat(t, m.name);
     const row = await s.running.ctx.store.db.selectFrom('usage_records').select('route_summary').where('id', '=', call.requestId).executeTakeFirstOrThrow();
