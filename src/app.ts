@@ -29,6 +29,7 @@ import { CircuitBreakers } from './routing/health.ts';
 import { adminRoutingRoutes } from './api/admin/routing.ts';
 import { createRateLimiter, type RateLimiter } from './limits/index.ts';
 import { RequestLogWriter } from './gateway/request-logging.ts';
+import { Settlements } from './gateway/settlements.ts';
 
 export interface AppContext {
   config: Config;
@@ -46,6 +47,8 @@ export interface AppContext {
   rateLimiter: RateLimiter;
   /** Stores the prompts and completions of workspaces that opted in; drained on stop. */
   requestLogs: RequestLogWriter;
+  /** Settlements of answered calls not yet committed; reads wait for them, and stop drains them. */
+  settlements: Settlements;
   /** In-process change notifications (`workspace.changed`, `settings.changed`, ...) for caches. */
   events: EventEmitter;
   log: Logger;
@@ -86,6 +89,10 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
 
   await app.register(async (admin) => {
     admin.addHook('onRequest', requireMasterKey(ctx.masterKeyDigest));
+    // What this process's answered calls are still settling is part of what the operator reads.
+    admin.addHook('preHandler', async () => {
+      if (ctx.settlements.has()) await ctx.settlements.settled();
+    });
     await adminWorkspaceRoutes(admin, ctx);
     await adminSettingsRoutes(admin, ctx);
     await adminProviderRoutes(admin, ctx);
@@ -108,6 +115,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       breakers: ctx.breakers,
       rateLimiter: ctx.rateLimiter,
       requestLogs: ctx.requestLogs,
+      settlements: ctx.settlements,
       log: ctx.log,
     });
   });
@@ -115,7 +123,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
   return app;
 }
 
-export function createContext(parts: Omit<AppContext, 'onboarding' | 'events' | 'catalog' | 'keys' | 'gatewaySettings' | 'workspaces' | 'breakers' | 'rateLimiter' | 'requestLogs'>): AppContext {
+export function createContext(parts: Omit<AppContext, 'onboarding' | 'events' | 'catalog' | 'keys' | 'gatewaySettings' | 'workspaces' | 'breakers' | 'rateLimiter' | 'requestLogs' | 'settlements'>): AppContext {
   const db = parts.store.db;
   const ctx: AppContext = {
     ...parts,
@@ -133,6 +141,7 @@ export function createContext(parts: Omit<AppContext, 'onboarding' | 'events' | 
       prefix: parts.config.rateLimitPrefix,
     }),
     requestLogs: new RequestLogWriter(db, parts.log),
+    settlements: new Settlements(parts.log),
   };
   // Admin writes invalidate the request path's caches at once in this process; other processes
   // reload on their own schedule (see the caches).

@@ -15,6 +15,9 @@ import { buildApp, createContext, type AppContext } from './app.ts';
 import { countTokens } from './providers/tokenizer.ts';
 import { startRequestLogRetention } from './workspaces/request-logs.ts';
 
+/** How long stopping waits for settlements of answered calls (retries included) before it closes the ledger. */
+const settlementsStopWaitMs = 15_000;
+
 export interface Running {
   app: FastifyInstance;
   ctx: AppContext;
@@ -77,8 +80,9 @@ export async function startServer(config: Config = loadConfig(), log: Logger = c
       stopRequestLogRetention();
       ctx.catalog.close();
       await app.close();
-      // After the last call has answered: what its settlement started still reaches the store
-      // (first, so a Redis that hangs cannot keep a write from it) and Redis.
+      // After the last call has answered: its settlement commits, and what it started still
+      // reaches the store (first, so a Redis that hangs cannot keep a write from it) and Redis.
+      await ctx.settlements.settled(undefined, settlementsStopWaitMs);
       await ctx.requestLogs.drain();
       await ledger.close();
       await ctx.rateLimiter.close();

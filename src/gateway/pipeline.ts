@@ -2,7 +2,8 @@
 // call with a ledger hold for its worst case, proxy it (falling back across routes before the
 // first byte), meter the usage the provider reported, and settle the exact price — or void the
 // hold when the upstream produced nothing. The usage record commits in the settlement's
-// transaction. Everything but the ledger is read from memory.
+// transaction, right after the call is answered (settlements.ts). Everything but the ledger is
+// read from memory.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -22,6 +23,7 @@ import type { KeyCache } from '../auth/keys.ts';
 import type { WorkspaceCache } from '../workspaces/cache.ts';
 import type { RateLimiter } from '../limits/index.ts';
 import type { RequestLogWriter } from './request-logging.ts';
+import type { Settlements } from './settlements.ts';
 import { effectiveLimits, type KeyLimits, type WorkspaceEntry } from '../workspaces/policy.ts';
 import { periodEnd, type BudgetLimit } from '../ledger/budgets.ts';
 import { defaultOutputAllowanceTokens, type GatewaySettings, type SettingsCache } from './context.ts';
@@ -38,6 +40,7 @@ export interface GatewayDeps {
   breakers: CircuitBreakers;
   rateLimiter: RateLimiter;
   requestLogs: RequestLogWriter;
+  settlements: Settlements;
   log: Logger;
 }
 
@@ -88,8 +91,8 @@ export interface Outcome {
 }
 
 export interface Settled {
+  /** What the call costs: exactly what its settlement posts. */
   chargedMicros: bigint;
-  balanceAfterMicros: bigint;
 }
 
 /** Reads the customer's key from `Authorization: Bearer` or `x-api-key` and checks it may do `scope`. */
@@ -204,7 +207,13 @@ export async function admit(
   const budgets: BudgetLimit[] = budget ? [{ keyId: call.key.id, period: budget.period, limitMicros: budget.limitMicros }] : [];
   const hold = (amountMicros: bigint, idempotencyKey: string) =>
     deps.ledger.hold({ workspaceId: call.key.workspaceId, amountMicros, timeoutMs: holdTimeoutMs, idempotencyKey, ref: call.requestId, budgets });
-  const first = await hold(worst(outputAllowance), call.requestId);
+  let first = await hold(worst(outputAllowance), call.requestId);
+  if (!first.ok && deps.settlements.has(call.key.workspaceId)) {
+    // Calls of this workspace answered a moment ago still reserve their worst case until their
+    // settlements commit: let them, then ask again.
+    await deps.settlements.settled(call.key.workspaceId);
+    first = await hold(worst(outputAllowance), `${call.requestId}:settled`);
+  }
   if (first.ok) {
     call.holdId = first.holdId;
     call.holdMicros = first.amountMicros;
@@ -363,34 +372,40 @@ export function upstreamFailure(e: UpstreamError): AppError {
 
 /**
  * Ends the call in the ledger: settle the priced usage (with its usage record, atomically), or
- * void the hold when nothing was produced.
+ * void the hold when nothing was produced. Returns the price as soon as it is known: the
+ * settlement commits right after, while the call is answered (see settlements.ts).
  */
 export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcome): Promise<Settled> {
-  const { key } = call;
-  if (!call.holdId) throw new Error('finish without a hold');
+  const { key, holdId } = call;
+  if (!holdId) throw new Error('finish without a hold');
   // An upstream that failed before producing output costs nothing; a disconnected client still
   // pays for the input the upstream processed and the output it produced.
   const producedSomething = outcome.status !== 'upstream_error' || outcome.usage.outputTokens > 0 || outcome.usage.images > 0;
   const latencyMs = Math.round(performance.now() - call.startedPerf);
   const ttfbMs = call.firstBytePerf === null ? null : Math.round(call.firstBytePerf - call.startedPerf);
   if (!producedSomething) {
-    await deps.ledger.void(key.workspaceId, call.holdId, [usageRecord(call, outcome, 0n, latencyMs, ttfbMs, false)]);
-    return { chargedMicros: 0n, balanceAfterMicros: 0n };
+    const records = [usageRecord(call, outcome, 0n, latencyMs, ttfbMs, false)];
+    await deps.settlements.start(key.workspaceId, call.requestId, () => deps.ledger.void(key.workspaceId, holdId, records, answered));
+    return { chargedMicros: 0n };
   }
   const rate = (outcome.candidate ?? call.plan.candidates[0]).rate;
   const charge = chargeMicros(rate.rates, outcome.usage);
-  const result = await deps.ledger.settle({
+  const input = {
     workspaceId: key.workspaceId,
-    holdId: call.holdId,
+    holdId,
     actualMicros: charge,
     model: call.model.name,
     tag: call.endpoint,
     ref: call.requestId,
     records: [usageRecord(call, outcome, charge, latencyMs, ttfbMs, true)],
     keyUsage: { keyId: key.id, usedAtMs: call.startedAtMs },
-  });
-  return { chargedMicros: result.chargedMicros, balanceAfterMicros: result.balanceAfterMicros };
+  };
+  await deps.settlements.start(key.workspaceId, call.requestId, () => deps.ledger.settle(input, answered));
+  return { chargedMicros: charge };
 }
+
+/** A settlement's write: its call is being answered, so it may wait to share a commit. */
+const answered = { deferrable: true } as const;
 
 /** Voids the hold of a call that failed before any upstream output, recording why. */
 export async function abandon(deps: GatewayDeps, call: CallState, errorCode: string): Promise<void> {

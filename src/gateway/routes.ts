@@ -74,11 +74,13 @@ export async function gatewayRoutes(app: FastifyInstance, deps: GatewayDeps) {
 
   app.get('/v1/balance', async (req) => {
     const key = await authenticate(deps, req, 'usage.read');
+    await deps.settlements.settled(key.workspaceId);
     return balanceView(await balanceOf(deps.db, key.workspaceId));
   });
 
   app.get('/v1/usage', async (req: FastifyRequest<{ Querystring: { limit?: string; cursor?: string; key?: string } }>, reply: FastifyReply) => {
     const key = await authenticate(deps, req, 'usage.read');
+    await deps.settlements.settled(key.workspaceId);
     const limit = Math.min(Math.max(Number(req.query.limit ?? 50) || 50, 1), maxUsagePage);
     let q = deps.db.selectFrom('usage_records').selectAll().where('workspace_id', '=', key.workspaceId);
     if (req.query.key === 'self') q = q.where('key_id', '=', key.id);

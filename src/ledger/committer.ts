@@ -51,6 +51,8 @@ export interface OpGroup<I, R> {
 
 interface Pending<R> {
   sortKey: string;
+  /** Nobody waits on this write to answer anyone: it may wait up to `deferMs` to share a commit. */
+  deferrable: boolean;
   run: OpRun<R> | null;
   group: { def: OpGroup<unknown, R>; input: unknown } | null;
   resolve: (value: R) => void;
@@ -72,6 +74,20 @@ export interface CommitterOptions {
   gatherTurns?: number;
   /** The longest a batch gathers, in milliseconds, however few turns that took (turns are long under heavy requests). */
   gatherMaxMs?: number;
+  /**
+   * How long a batch of only deferrable writes (see `WriteOptions`) waits for company before it
+   * commits, in milliseconds; any other write, a full batch or `drain()` starts it at once.
+   */
+  deferMs?: number;
+}
+
+export interface WriteOptions {
+  /**
+   * The caller does not wait on this write to answer anyone (a settlement whose call has been
+   * answered): the write may wait up to `deferMs` for others to share its commit. What it posts
+   * is exactly the same; only the moment it commits moves.
+   */
+  deferrable?: boolean;
 }
 
 const defaultMaxBatchOps = 256;
@@ -88,6 +104,13 @@ const defaultGatherTurns = 8;
  * whole and bounds the wait when turns are long (requests heavy on CPU, such as huge prompts).
  */
 const defaultGatherMaxMs = 10;
+/**
+ * A settlement whose call has been answered waits up to 5 ms for others: at one connection a
+ * commit costs more than the rest of a call (about 20 WAL pages written; see
+ * bench/gateway/README.md), and a few calls' settlements share one. The reservation the call was
+ * admitted with stays in place until the commit, so nothing can be spent twice meanwhile.
+ */
+const defaultDeferMs = 5;
 const defaultMaxRetries = 5;
 const retryBaseDelayMs = 2;
 const defaultPostgresLanes = 4;
@@ -98,6 +121,8 @@ interface Lane {
   scheduled: boolean;
   /** Writes in the lane's last batch. */
   lastBatchOps: number;
+  /** The timer of a batch of deferrable writes waiting for company. */
+  deferTimer: NodeJS.Timeout | null;
 }
 
 export interface CommitterStats {
@@ -115,6 +140,7 @@ export class GroupCommitter {
   readonly #now: () => number;
   readonly #gatherTurns: number;
   readonly #gatherMaxMs: number;
+  readonly #deferMs: number;
   readonly stats: CommitterStats = { batches: 0, ops: 0, retries: 0, isolatedRuns: 0 };
 
   constructor(store: Store, opts: CommitterOptions = {}) {
@@ -126,42 +152,67 @@ export class GroupCommitter {
     if (!Number.isSafeInteger(this.#gatherTurns) || this.#gatherTurns < 0) throw new Error('gatherTurns must be a non-negative integer');
     this.#gatherMaxMs = opts.gatherMaxMs ?? defaultGatherMaxMs;
     if (!(this.#gatherMaxMs >= 0)) throw new Error('gatherMaxMs must be a non-negative number');
+    this.#deferMs = opts.deferMs ?? defaultDeferMs;
+    if (!(this.#deferMs >= 0)) throw new Error('deferMs must be a non-negative number');
     const lanes = store.engine === 'sqlite' ? 1 : (opts.maxConcurrentBatches ?? defaultPostgresLanes);
     if (!Number.isSafeInteger(lanes) || lanes < 1) throw new Error('maxConcurrentBatches must be a positive integer');
-    this.#lanes = Array.from({ length: lanes }, () => ({ queue: [], flushing: false, scheduled: false, lastBatchOps: 0 }));
+    this.#lanes = Array.from({ length: lanes }, () => ({ queue: [], flushing: false, scheduled: false, lastBatchOps: 0, deferTimer: null }));
   }
 
   /**
    * Queues a write. `sortKey` (the workspace account it locks first) picks its lane and orders
    * writes inside a batch, so concurrent batches in several processes take row locks in the same order.
    */
-  submit<R>(sortKey: string, run: OpRun<R>): Promise<R> {
-    return this.#enqueue<R>({ sortKey, run, group: null });
+  submit<R>(sortKey: string, run: OpRun<R>, opts: WriteOptions = {}): Promise<R> {
+    return this.#enqueue<R>({ sortKey, run, group: null, deferrable: opts.deferrable === true });
   }
 
   /** Queues a write that runs together with the batch's other writes of the same group (see OpGroup). */
-  submitGrouped<I, R>(sortKey: string, group: OpGroup<I, R>, input: I): Promise<R> {
-    return this.#enqueue<R>({ sortKey, run: null, group: { def: group as OpGroup<unknown, R>, input } });
+  submitGrouped<I, R>(sortKey: string, group: OpGroup<I, R>, input: I, opts: WriteOptions = {}): Promise<R> {
+    return this.#enqueue<R>({ sortKey, run: null, group: { def: group as OpGroup<unknown, R>, input }, deferrable: opts.deferrable === true });
   }
 
-  #enqueue<R>(op: Pick<Pending<R>, 'sortKey' | 'run' | 'group'>): Promise<R> {
+  #enqueue<R>(op: Pick<Pending<R>, 'sortKey' | 'run' | 'group' | 'deferrable'>): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       const lane = this.#lanes[laneOf(op.sortKey, this.#lanes.length)];
       lane.queue.push({ ...op, resolve, reject } as Pending<unknown>);
-      this.#schedule(lane);
+      this.#schedule(lane, op.deferrable);
     });
   }
 
-  /** Resolves once everything queued so far has been committed or failed. */
+  /** Resolves once everything queued so far has been committed or failed (deferred writes commit at once). */
   async drain(): Promise<void> {
+    for (const lane of this.#lanes) this.#commitDeferredNow(lane);
     while (this.#lanes.some((l) => l.queue.length > 0 || l.flushing)) {
       await new Promise((r) => setImmediate(r));
     }
   }
 
-  #schedule(lane: Lane): void {
-    if (lane.flushing || lane.scheduled) return;
+  #commitDeferredNow(lane: Lane): void {
+    if (!lane.deferTimer) return;
+    clearTimeout(lane.deferTimer);
+    lane.deferTimer = null;
+    lane.scheduled = false;
+    this.#schedule(lane, false);
+  }
+
+  #schedule(lane: Lane, deferrable: boolean): void {
+    if (lane.flushing) return;
+    if (lane.scheduled) {
+      // A batch of deferrable writes waiting for company: a write someone waits on, or a full
+      // batch, starts it now.
+      if (lane.deferTimer && (!deferrable || lane.queue.length >= this.#maxBatchOps)) this.#commitDeferredNow(lane);
+      return;
+    }
     lane.scheduled = true;
+    if (deferrable && this.#deferMs > 0) {
+      lane.deferTimer = setTimeout(() => {
+        lane.deferTimer = null;
+        lane.scheduled = false;
+        void this.#flush(lane);
+      }, this.#deferMs);
+      return;
+    }
     // setImmediate lets writes from the same turn of the event loop join the batch; when writes
     // have been arriving together, the batch also waits a few more turns (while it is not full,
     // and for at most `gatherMaxMs`).

@@ -15,6 +15,7 @@ import { conflict } from '../lib/errors.ts';
 import { workspaceAccountId } from './accounts.ts';
 import type { LedgerRecord } from './records.ts';
 import type { LeaseSettleResult } from './write-ops.ts';
+import type { WriteOptions } from './committer.ts';
 import {
   checkHoldTimeout,
   checkKey,
@@ -171,9 +172,9 @@ export class LeasedLedger implements LedgerApi {
     return this.#direct(input);
   }
 
-  async settle(input: SettleInput): Promise<SettleResult> {
+  async settle(input: SettleInput, opts?: WriteOptions): Promise<SettleResult> {
     const call = this.#calls.get(input.holdId) ?? this.#expiredCalls.get(input.holdId);
-    if (!call || call.workspaceId !== input.workspaceId) return this.inner.settle(input);
+    if (!call || call.workspaceId !== input.workspaceId) return this.inner.settle(input, opts);
     validateAmount(input.actualMicros, 'actual', true);
     if (call.done) throw conflict('hold_not_pending', `Hold '${input.holdId}' is already being settled.`);
     call.done = true;
@@ -186,7 +187,7 @@ export class LeasedLedger implements LedgerApi {
         amount: call.amount,
         expired: call.expired,
         input,
-      });
+      }, opts);
     } catch (err) {
       // The settlement may have failed for good, or (a connection lost at COMMIT) succeeded after
       // all: either way this lease's numbers in memory can no longer be trusted to match its row.
@@ -209,7 +210,7 @@ export class LeasedLedger implements LedgerApi {
     return late || charged ? result : { ...result, releasedMicros: call.amount };
   }
 
-  async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
+  async void(workspaceId: string, holdId: string, records?: LedgerRecord[], opts?: WriteOptions): Promise<VoidResult> {
     const expired = this.#expiredCalls.get(holdId);
     if (expired && expired.workspaceId === workspaceId && !expired.done) {
       // As for a hold the sweeper expired: already released, nothing to write.
@@ -217,14 +218,14 @@ export class LeasedLedger implements LedgerApi {
       return { holdId, status: 'expired', releasedMicros: 0n, replayed: true };
     }
     const call = this.#calls.get(holdId);
-    if (!call || call.workspaceId !== workspaceId) return this.inner.void(workspaceId, holdId, records);
+    if (!call || call.workspaceId !== workspaceId) return this.inner.void(workspaceId, holdId, records, opts);
     if (call.done) throw conflict('hold_not_pending', `Hold '${holdId}' is already being settled.`);
     call.done = true;
     // Nothing is charged, so the lease keeps the reservation for the next call: only the records
     // need a write. The reservation is released whether or not they could be written (they are
     // metadata; a call that is never charged must not keep credits reserved).
     try {
-      if (records && records.length > 0) await this.inner.writer.write(call.lease.accountId, 'records', { records });
+      if (records && records.length > 0) await this.inner.writer.write(call.lease.accountId, 'records', { records }, opts);
     } finally {
       this.#release(call, 0n);
     }

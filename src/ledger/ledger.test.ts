@@ -98,6 +98,52 @@ describe.each(engines)('ledger on %s', (engine) => {
     expect(await verifyLedger(t.store.db)).toEqual([]);
   });
 
+  it('lets deferrable writes wait for company, and commits them at once when a write someone waits on joins them or the ledger drains', async () => {
+    const id = await ws('defer');
+    await ledger.grant({ workspaceId: id, amountMicros: c('1'), source: 'purchase', idempotencyKey: 'defer-g' });
+    // A deferral longer than the test: only another write or a drain can start these batches.
+    const l = new Ledger(t.store, { now: () => clock, deferMs: 60_000 });
+    const holds = [];
+    for (let i = 0; i < 5; i++) {
+      const h = await l.hold({ workspaceId: id, amountMicros: 10_000n, timeoutMs: 60_000, idempotencyKey: `defer-h${i}` });
+      if (!h.ok) throw new Error('hold refused');
+      holds.push(h.holdId);
+    }
+    const settled: string[] = [];
+    const settle = (holdId: string) =>
+      l.settle({ workspaceId: id, holdId, actualMicros: 1_000n }, { deferrable: true }).then((r) => {
+        settled.push(holdId);
+        return r;
+      });
+
+    const batches = l.writer.stats.batches;
+    const firstTwo = [settle(holds[0]), settle(holds[1])];
+    await new Promise((r) => setTimeout(r, 50));
+    expect(settled).toEqual([]);
+    expect(l.writer.stats.batches).toBe(batches);
+    // A write its caller waits on starts the batch, the deferred ones in it.
+    const joined = await l.hold({ workspaceId: id, amountMicros: 10_000n, timeoutMs: 60_000, idempotencyKey: 'defer-join' });
+    expect(joined.ok).toBe(true);
+    await Promise.all(firstTwo);
+    expect(settled).toEqual([holds[0], holds[1]]);
+    expect(l.writer.stats.batches).toBe(batches + 1);
+
+    const nextTwo = [settle(holds[2]), settle(holds[3])];
+    await new Promise((r) => setTimeout(r, 20));
+    expect(settled).toHaveLength(2);
+    await l.drain();
+    await Promise.all(nextTwo);
+    expect(settled).toHaveLength(4);
+    expect(l.writer.stats.batches).toBe(batches + 2);
+
+    // With a short deferral, a deferrable write commits on its own.
+    const soon = new Ledger(t.store, { now: () => clock, deferMs: 5 });
+    expect((await soon.settle({ workspaceId: id, holdId: holds[4], actualMicros: 1_000n }, { deferrable: true })).chargedMicros).toBe(1_000n);
+    const b = await balanceOf(t.store.db, id);
+    expect(b.consumedMicros).toBe(5_000n);
+    expect(await verifyLedger(t.store.db)).toEqual([]);
+  });
+
   it('stops gathering after gatherMaxMs when the turns of the event loop are long', async () => {
     const id = await ws('gather-cap');
     await ledger.grant({ workspaceId: id, amountMicros: c('1'), source: 'purchase', idempotencyKey: 'gather-cap-g' });

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import type { Store } from '../store/db.ts';
 import { AppError, invalid } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
-import type { CommitterOptions } from './committer.ts';
+import type { CommitterOptions, WriteOptions } from './committer.ts';
 import { fundingAccount, workspaceAccountId, type LotSource } from './accounts.ts';
 import type { BudgetLimit } from './budgets.ts';
 import { maxAbsMicros } from './money.ts';
@@ -93,8 +93,8 @@ export interface LedgerOptions extends CommitterOptions {
 export interface LedgerApi {
   grant(input: GrantInput): Promise<GrantResult>;
   hold(input: HoldInput): Promise<HoldResult>;
-  settle(input: SettleInput): Promise<SettleResult>;
-  void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult>;
+  settle(input: SettleInput, opts?: WriteOptions): Promise<SettleResult>;
+  void(workspaceId: string, holdId: string, records?: LedgerRecord[], opts?: WriteOptions): Promise<VoidResult>;
   sweepExpiredHolds(limit?: number): Promise<number>;
   expireLots(limit?: number): Promise<number>;
   setLimits(workspaceId: string, limits: LedgerLimits): Promise<void>;
@@ -166,16 +166,16 @@ export class Ledger implements LedgerApi {
    * always recorded: an actual above the hold may take the account negative, which the result
    * reports as `overdrawnMicros`. Settling a hold the sweeper already expired posts it late.
    */
-  async settle(input: SettleInput): Promise<SettleResult> {
+  async settle(input: SettleInput, opts?: WriteOptions): Promise<SettleResult> {
     validateAmount(input.actualMicros, 'actual', true);
     const accountId = workspaceAccountId(input.workspaceId);
-    return this.writer.write(accountId, 'settle', { input, accountId });
+    return this.writer.write(accountId, 'settle', { input, accountId }, opts);
   }
 
   /** Releases a hold without charging anything. */
-  async void(workspaceId: string, holdId: string, records?: LedgerRecord[]): Promise<VoidResult> {
+  async void(workspaceId: string, holdId: string, records?: LedgerRecord[], opts?: WriteOptions): Promise<VoidResult> {
     const accountId = workspaceAccountId(workspaceId);
-    return this.writer.write(accountId, 'void', { holdId, accountId, records });
+    return this.writer.write(accountId, 'void', { holdId, accountId, records }, opts);
   }
 
   /** Expires pending holds past their timeout, releasing their reservations. Returns how many. */

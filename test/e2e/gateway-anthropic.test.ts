@@ -269,6 +269,6 @@ describe.each(engines)('Anthropic SDK → gateway → Anthropic upstream on %s',
     }
     expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted, pending: 0n, consumed: 0n });
     expect(await g.pendingHolds(s, t.workspaceId)).toBe(0);
-    expect(await verifyLedger(s.running.ctx.store.db)).toEqual([]);
+    expect(await verifyLedger(await g.settledDb(s))).toEqual([]);
   });
 });

@@ -15,6 +15,7 @@ import { countTokens } from '../../src/providers/tokenizer.ts';
 import type { ChatRequest } from '../../src/providers/types.ts';
 import { verifyLedger } from '../../src/ledger/verify.ts';
 import * as g from '../helpers/gateway.ts';
+import pg from 'pg';
 
 const upstreamKey = 'sk-mock-billing-0123456789abcdef';
 const rates = g.fractionalRates;
@@ -333,6 +334,62 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     expect(records.every((r) => r.charge_micros === 0n && r.status === 'upstream_error')).toBe(true);
   });
 
+  it('answers before the settlement commits, and a call near the limit right after still gets its whole allowance', async () => {
+    // A balance that covers one call's worst case (1,000 output tokens) and a half: each next call
+    // comes while the last one's settlement may not have committed, still reserving that worst
+    // case. Its hold queues behind the settlement (same account, same commit lane), so it sees
+    // the credits the last call did not use rather than going strict or refusing.
+    const worst = g.expectedCharge(dearRates, { input: inputTokens, output: 1000 });
+    const t = await tenant(g.credits(worst + worst / 2n));
+    const ask = { model: dear, messages, max_tokens: 1000 };
+    mock.setBehavior({ replyText: 'Short.' });
+    try {
+      const charges: bigint[] = [];
+      for (let i = 0; i < 3; i++) {
+        const before = mock.requests.length;
+        const { response } = await t.openai.chat.completions.create(ask).withResponse();
+        charges.push(g.micros(response.headers.get('x-tollgate-credits-charged')!));
+        expect((mock.requests[before].body as { max_tokens?: number }).max_tokens, `call ${i + 1}`).toBe(1000);
+      }
+      const charged = charges.reduce((a, b) => a + b, 0n);
+      expect(charges[0]).toBe(g.expectedCharge(dearRates, { input: inputTokens, output: countTokens('Short.') }));
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charged, pending: 0n, consumed: charged });
+      expect(await g.usageTransfersTotal(s, t.workspaceId)).toBe(charged);
+    } finally {
+      mock.setBehavior({});
+    }
+  });
+
+  // PostgreSQL only: a table lock held by another connection blocks the settlement without
+  // blocking this process (SQLite's lock would stall the thread in its busy handler).
+  if (engine === 'postgres' && leases === 'on') it('answers a call while the store cannot take its settlement, and settles it once it can', async () => {
+    const t = await tenant('10');
+    // The first call creates the workspace's balance lease; the next is admitted from it in memory.
+    const first = await t.openai.chat.completions.create({ model: setup.model, messages }).withResponse();
+    const firstCharge = g.micros(first.response.headers.get('x-tollgate-credits-charged')!);
+    const locker = new pg.Client({ connectionString: s.config.databaseUrl });
+    await locker.connect();
+    try {
+      await g.settledDb(s);
+      await locker.query('begin');
+      // Blocks every write to the accounts table (a settlement updates the workspace's account).
+      await locker.query('lock table accounts in share row exclusive mode');
+      const { response } = await t.openai.chat.completions.create({ model: setup.model, messages }).withResponse();
+      const charge = g.micros(response.headers.get('x-tollgate-credits-charged')!);
+      const requestId = response.headers.get('x-request-id')!;
+      expect(charge).toBeGreaterThan(0n);
+      expect(s.running.ctx.settlements.has(t.workspaceId)).toBe(true);
+      const committed = await locker.query('select count(*)::int as n from usage_records where id = $1', [requestId]);
+      expect(committed.rows[0].n).toBe(0);
+      await locker.query('rollback');
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - firstCharge - charge, pending: 0n });
+      expect(await g.usageRecord(s, requestId)).toMatchObject({ status: 'ok', charge_micros: charge });
+      expect(s.running.ctx.settlements.has(t.workspaceId)).toBe(false);
+    } finally {
+      await locker.end();
+    }
+  });
+
   it('never charges more than was available when many concurrent calls race for a balance that covers a few', async () => {
     const maxTokens = 20;
     const worst = g.expectedCharge(dearRates, { input: inputTokens, output: maxTokens });
@@ -394,7 +451,7 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     const records = await g.usageRecords(s, t.workspaceId);
     expect(records.map((r) => r.id).sort()).toEqual(ok.map((r) => r.requestId).sort());
     for (const r of records) expect(r.charge_micros).toBe(g.expectedCharge(dearRates, { input: r.input_tokens, output: r.output_tokens }));
-    expect(await verifyLedger(s.running.ctx.store.db)).toEqual([]);
+    expect(await verifyLedger(await g.settledDb(s))).toEqual([]);
   });
 
   it('admits a call near the limit with the output it can pay for, sends that limit upstream, and never overdraws', async () => {
@@ -469,6 +526,6 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     } finally {
       mock.setBehavior({});
     }
-    expect(await verifyLedger(s.running.ctx.store.db)).toEqual([]);
+    expect(await verifyLedger(await g.settledDb(s))).toEqual([]);
   });
 });

@@ -281,6 +281,6 @@ describe.each(engines)('every front door × every adapter on %s', (engine) => {
   }
 
   it('keeps the ledger consistent after every pair', async () => {
-    expect(await verifyLedger(s.running.ctx.store.db)).toEqual([]);
+    expect(await verifyLedger(await g.settledDb(s))).toEqual([]);
   });
 });

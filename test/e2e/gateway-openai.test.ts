@@ -523,7 +523,7 @@ describe.each(engines)('OpenAI SDK → gateway → OpenAI upstream on %s', (engi
     const reply = r.choices[0].message.content!;
     expect(reply).toContain(marker);
 
-    const db = s.running.ctx.store.db;
+    const db = await g.settledDb(s);
     const forbidden = [marker, 'You answer in one short sentence.', 'This answer is deterministic', '{"temperature_c":21}', upstreamKey, ...customerKeys];
     const tables = await db.introspection.getTables();
     expect(tables.map((x) => x.name)).toContain('usage_records');

@@ -70,7 +70,7 @@ describe.each(engines)('rate limits at the front doors on %s', (engine) => {
     };
   };
 
-  const holdsOf = (workspaceId: string) => s.running.ctx.store.db.selectFrom('holds').select(['ref', 'status']).where('workspace_id', '=', workspaceId).execute();
+  const holdsOf = async (workspaceId: string) => (await g.settledDb(s)).selectFrom('holds').select(['ref', 'status']).where('workspace_id', '=', workspaceId).execute();
 
   /** Runs a call that must be refused and proves it touched nothing: no hold, no usage record, no credits, no upstream request. */
   const refusedWithoutTrace = async <E extends Error & { headers?: Headers }>(workspaceId: string, call: () => Promise<unknown>): Promise<E> => {
@@ -188,7 +188,7 @@ describe.each(engines)('rate limits at the front doors on %s', (engine) => {
   });
 
   it('keeps the ledger consistent', async () => {
-    expect(await verifyLedger(s.running.ctx.store.db)).toEqual([]);
+    expect(await verifyLedger(await g.settledDb(s))).toEqual([]);
   });
 });
 

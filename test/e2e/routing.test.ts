@@ -197,7 +197,7 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
     const { b, pa, m } = await primaryAndBackup();
     const t = await tenant('10');
     const call = await chat(t, m.name);
-    const row = await s.running.ctx.store.db.selectFrom('usage_records').select('route_summary').where('id', '=', call.requestId).executeTakeFirstOrThrow();
+    const row = await (await g.settledDb(s)).selectFrom('usage_records').select('route_summary').where('id', '=', call.requestId).executeTakeFirstOrThrow();
     const stored = JSON.parse(row.route_summary!);
     expect(stored).toEqual({ plain: 1, order: 'priority', credentialId: pa.credentialId, status: 200, error: null, latencyMs: expect.any(Number) });
     expect((await audit(call.requestId)).routeDecision).toEqual({
@@ -752,7 +752,7 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
     expect(admitted.length).toBeLessThanOrEqual(3);
     expect(u.calls()).toBe(admitted.length);
 
-    const db = s.running.ctx.store.db;
+    const db = await g.settledDb(s);
     expect(await verifyLedger(db)).toEqual([]);
     const counters = await db.selectFrom('budget_counters').selectAll().where('key_id', '=', t.keyId).execute();
     expect(counters).toHaveLength(1);

@@ -147,7 +147,15 @@ describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate pro
   };
   const alternate = (i: number): 'a' | 'b' => (i % 2 === 0 ? 'a' : 'b');
 
-  const usageRecordsOf = (keyId: string) => store.db.selectFrom('usage_records').select(['id', 'status', 'hold_id']).where('key_id', '=', keyId).execute();
+  /**
+   * Read straight from the database, after each process's answered calls have settled: a call is
+   * answered before its settlement commits, and an admin read on a process waits for its settlements.
+   */
+  const settledDb = async () => {
+    for (const p of [a, b]) expect((await adminCall(p.url)('GET', '/api/admin/settings')).status).toBe(200);
+    return store.db;
+  };
+  const usageRecordsOf = async (keyId: string) => (await settledDb()).selectFrom('usage_records').select(['id', 'status', 'hold_id']).where('key_id', '=', keyId).execute();
 
   const expectRefusedByLimit = (refused: Outcome[]) => {
     for (const r of refused) {
@@ -183,7 +191,7 @@ describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate pro
     expect(records).toHaveLength(rpm);
     expect(records.every((r) => r.status === 'ok')).toBe(true);
     // Each admitted call was held and settled once: one usage transfer per hold, one per record.
-    const settled = await store.db.selectFrom('transfers').select('hold_id').where('workspace_id', '=', t.workspaceId).where('kind', '=', 'usage').execute();
+    const settled = await (await settledDb()).selectFrom('transfers').select('hold_id').where('workspace_id', '=', t.workspaceId).where('kind', '=', 'usage').execute();
     expect(new Set(settled.map((r) => r.hold_id))).toEqual(new Set((await usageRecordsOf(t.keyId)).map((r) => r.hold_id)));
     expect(settled).toHaveLength(rpm);
   });
@@ -259,13 +267,13 @@ describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate pro
       for (const r of refused) expect(r).toMatchObject({ status: 402, code: 'insufficient_credits' });
       const charged = served.reduce((sum, o) => sum + o.charged, 0n);
       expect(charged).toBeLessThanOrEqual(granted);
-      const balance = await balanceOf(store.db, workspaceId);
+      const balance = await balanceOf(await settledDb(), workspaceId);
       expect(balance).toMatchObject({ balanceMicros: granted - charged, consumedMicros: charged, pendingMicros: 0n });
       expect(balance.balanceMicros).toBeGreaterThanOrEqual(0n);
-      const records = await store.db.selectFrom('usage_records').select(['charge_micros', 'status']).where('workspace_id', '=', workspaceId).execute();
+      const records = await (await settledDb()).selectFrom('usage_records').select(['charge_micros', 'status']).where('workspace_id', '=', workspaceId).execute();
       expect(records.filter((r) => r.status === 'ok')).toHaveLength(served.length);
       expect(records.reduce((sum, r) => sum + BigInt(r.charge_micros), 0n)).toBe(charged);
-      expect(await verifyLedger(store.db)).toEqual([]);
+      expect(await verifyLedger(await settledDb())).toEqual([]);
     });
 
     it("never lets concurrent calls through both processes spend more than a key's budget", async () => {
@@ -286,8 +294,8 @@ describe.skipIf(!redisUrl)('rate limits shared through Redis by two Tollgate pro
       expect(spent).toBeLessThanOrEqual(budget);
       const view = await admin().admin('GET', `/api/admin/workspaces/${workspaceId}/keys/${created.body.id}`);
       expect(view.body).toMatchObject({ spend: g.credits(spent), requests: served.length, budgetUsage: { spent: g.credits(spent), pending: '0' } });
-      expect((await balanceOf(store.db, workspaceId)).consumedMicros).toBe(spent);
-      expect(await verifyLedger(store.db)).toEqual([]);
+      expect((await balanceOf(await settledDb(), workspaceId)).consumedMicros).toBe(spent);
+      expect(await verifyLedger(await settledDb())).toEqual([]);
     });
   });
 });

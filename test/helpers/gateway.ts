@@ -236,8 +236,17 @@ function normalise(row: Record<string, unknown>): UsageRow {
   } as UsageRow;
 }
 
+/**
+ * The store, once this server's settlements of answered calls have committed: a call is answered
+ * before its settlement commits, and the server's own reads wait for them as this does.
+ */
+export async function settledDb(s: TestServer): Promise<TestServer['running']['ctx']['store']['db']> {
+  await s.running.ctx.settlements.settled();
+  return s.running.ctx.store.db;
+}
+
 export async function usageRecord(s: TestServer, requestId: string): Promise<UsageRow | undefined> {
-  const row = await s.running.ctx.store.db.selectFrom('usage_records').selectAll().where('id', '=', requestId).executeTakeFirst();
+  const row = await (await settledDb(s)).selectFrom('usage_records').selectAll().where('id', '=', requestId).executeTakeFirst();
   return row ? normalise(row as unknown as Record<string, unknown>) : undefined;
 }
 
@@ -252,7 +261,7 @@ export async function settledUsage(s: TestServer, requestId: string): Promise<Us
 }
 
 export async function usageRecords(s: TestServer, workspaceId: string): Promise<UsageRow[]> {
-  const rows = await s.running.ctx.store.db.selectFrom('usage_records').selectAll().where('workspace_id', '=', workspaceId).orderBy('id').execute();
+  const rows = await (await settledDb(s)).selectFrom('usage_records').selectAll().where('workspace_id', '=', workspaceId).orderBy('id').execute();
   return rows.map((r) => normalise(r as unknown as Record<string, unknown>));
 }
 
@@ -261,13 +270,13 @@ export async function usageRecords(s: TestServer, workspaceId: string): Promise<
  * second): a held call's own holds row, or the id a call admitted against a balance lease got.
  */
 export async function settledHoldIds(s: TestServer, workspaceId: string): Promise<string[]> {
-  const rows = await s.running.ctx.store.db.selectFrom('transfers').select('hold_id').where('workspace_id', '=', workspaceId).where('kind', '=', 'usage').execute();
+  const rows = await (await settledDb(s)).selectFrom('transfers').select('hold_id').where('workspace_id', '=', workspaceId).where('kind', '=', 'usage').execute();
   return rows.map((r) => r.hold_id!);
 }
 
 /** Sum of the workspace's usage transfers (what was debited for calls), from the ledger itself. */
 export async function usageTransfersTotal(s: TestServer, workspaceId: string): Promise<bigint> {
-  const rows = await s.running.ctx.store.db.selectFrom('transfers').select('amount_micros').where('workspace_id', '=', workspaceId).where('kind', '=', 'usage').execute();
+  const rows = await (await settledDb(s)).selectFrom('transfers').select('amount_micros').where('workspace_id', '=', workspaceId).where('kind', '=', 'usage').execute();
   return rows.reduce((sum, r) => sum + BigInt(r.amount_micros as bigint | number | string), 0n);
 }
 
@@ -276,7 +285,7 @@ export async function usageTransfersTotal(s: TestServer, workspaceId: string): P
  * plus calls admitted against this server's balance lease and not yet settled or voided.
  */
 export async function pendingHolds(s: TestServer, workspaceId: string): Promise<number> {
-  const rows = await s.running.ctx.store.db
+  const rows = await (await settledDb(s))
     .selectFrom('holds')
     .select('id')
     .where('workspace_id', '=', workspaceId)

@@ -1,0 +1,111 @@
+// Settlements after the answer. A call is answered as soon as its price is known; its settlement
+// (the debit, the lots it burns, its usage record, all in one transaction) is written right after,
+// and may wait a few milliseconds to share a commit with its neighbours (the committer's
+// `deferMs`). Waiting for the commit before answering protected no credit: the upstream has
+// already done the work, and the credits the call was admitted with stay reserved (in its hold or
+// its balance lease) until the settlement commits, so nothing can be spent twice meanwhile, and
+// a crash loses the same calls either way (their reservations go back when the hold or lease
+// expires). What it cost was latency: at one connection, the commit was a third of a call.
+//
+// This process's own reads wait for its settlements first: the balance, usage and admin reads
+// (see `app.ts`), and an admission refused for lack of credits while the workspace has
+// settlements pending (they free the part of their reservations the calls did not use). A
+// settlement that fails is retried; one that still fails is logged, and its reservation returns
+// when its hold times out, as for a call cut by a crash. Too many settlements pending (a store
+// that stopped keeping up) and calls wait for their own again, so memory stays bounded.
+import type { Logger } from 'pino';
+import { AppError } from '../lib/errors.ts';
+
+export interface SettlementsOptions {
+  /** Settlements pending at once before a call waits for its own (default 4,096). */
+  maxPending?: number;
+  /** Delays before each retry of a failed settlement (default 0.1, 0.5, 2, 10 and 30 s). */
+  retryDelaysMs?: number[];
+}
+
+const defaultMaxPending = 4096;
+const defaultRetryDelaysMs = [100, 500, 2_000, 10_000, 30_000];
+
+export class Settlements {
+  readonly #log: Logger;
+  readonly #maxPending: number;
+  readonly #retryDelaysMs: number[];
+  readonly #byWorkspace = new Map<string, Set<Promise<void>>>();
+  #pending = 0;
+  /** Settlements that failed for good, since the start (a metric; each was logged). */
+  failed = 0;
+
+  constructor(log: Logger, opts: SettlementsOptions = {}) {
+    this.#log = log;
+    this.#maxPending = opts.maxPending ?? defaultMaxPending;
+    this.#retryDelaysMs = opts.retryDelaysMs ?? defaultRetryDelaysMs;
+  }
+
+  /** Settlements started and not yet committed (or given up). */
+  get pending(): number {
+    return this.#pending;
+  }
+
+  /**
+   * Starts `write` (a settlement or void of call `requestId`) and tracks it until it commits.
+   * Resolves at once, or, when too many are pending, once this one has committed or failed.
+   */
+  async start(workspaceId: string, requestId: string, write: () => Promise<unknown>): Promise<void> {
+    const done = this.#run(requestId, write);
+    let set = this.#byWorkspace.get(workspaceId);
+    if (!set) {
+      set = new Set();
+      this.#byWorkspace.set(workspaceId, set);
+    }
+    set.add(done);
+    this.#pending++;
+    const tracked = done.finally(() => {
+      this.#pending--;
+      set.delete(done);
+      if (set.size === 0 && this.#byWorkspace.get(workspaceId) === set) this.#byWorkspace.delete(workspaceId);
+    });
+    if (this.#pending > this.#maxPending) await tracked;
+  }
+
+  /** Whether this process has settlements of the workspace (or of any workspace) not yet committed. */
+  has(workspaceId?: string): boolean {
+    return workspaceId === undefined ? this.#pending > 0 : this.#byWorkspace.has(workspaceId);
+  }
+
+  /**
+   * Waits until the settlements of the workspace (or of every workspace) started so far have
+   * committed or failed, for at most `maxWaitMs` (a store that is down must not hang reads).
+   */
+  async settled(workspaceId?: string, maxWaitMs = 5_000): Promise<void> {
+    const waiting = workspaceId === undefined ? [...this.#byWorkspace.values()].flatMap((s) => [...s]) : [...(this.#byWorkspace.get(workspaceId) ?? [])];
+    if (waiting.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, maxWaitMs);
+    });
+    try {
+      await Promise.race([Promise.all(waiting), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #run(requestId: string, write: () => Promise<unknown>): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await write();
+        return;
+      } catch (err) {
+        // A refusal (the hold is no longer pending, a bad amount) will not change on a retry.
+        const final = err instanceof AppError || attempt >= this.#retryDelaysMs.length;
+        if (final) {
+          this.failed++;
+          this.#log.error({ err, requestId }, 'a settlement could not be written; its reservation returns when its hold times out');
+          return;
+        }
+        this.#log.warn({ err, requestId, attempt: attempt + 1 }, 'writing a settlement failed; retrying');
+        await new Promise((resolve) => setTimeout(resolve, this.#retryDelaysMs[attempt]));
+      }
+    }
+  }
+}
