@@ -116,6 +116,7 @@ export async function buildApp(ctx: AppContext): Promise<FastifyInstance> {
       rateLimiter: ctx.rateLimiter,
       requestLogs: ctx.requestLogs,
       settlements: ctx.settlements,
+      settleBeforeAnswer: ctx.config.settleBeforeAnswer,
       log: ctx.log,
     });
   });

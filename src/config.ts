@@ -26,6 +26,8 @@ export interface Config {
   pgPreparedStatements: boolean;
   /** Admit calls against per-instance balance leases in memory (src/ledger/leases.ts) instead of one ledger hold each. */
   balanceLeases: boolean;
+  /** Answer a call only once its settlement has committed (default: answer first, settle right after). */
+  settleBeforeAnswer: boolean;
 }
 
 const defaultDatabaseUrl = 'sqlite:./data/tollgate.db';
@@ -51,6 +53,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const rateLimitPrefix = env.RATE_LIMIT_PREFIX?.trim() || defaultKeyPrefix;
   const pgPreparedStatements = booleanSetting(env, 'PG_PREPARED_STATEMENTS', true);
   const balanceLeases = booleanSetting(env, 'BALANCE_LEASES', true);
+  const settleBeforeAnswer = booleanSetting(env, 'SETTLE_BEFORE_ANSWER', false);
   const masterKey = env.TOLLGATE_MASTER_KEY?.trim() || null;
   if (masterKey !== null && masterKey.length < 16) throw new Error('TOLLGATE_MASTER_KEY must be at least 16 characters');
   return {
@@ -69,6 +72,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dbPoolSize: Number(env.DB_POOL_SIZE ?? 10),
     pgPreparedStatements,
     balanceLeases,
+    settleBeforeAnswer,
   };
 }
 

@@ -9,6 +9,7 @@ import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
 import type { Database } from '../store/schema.ts';
 import type { LedgerApi } from '../ledger/ledger.ts';
+import type { WriteOptions } from '../ledger/committer.ts';
 import { AppError } from '../lib/errors.ts';
 import { newId } from '../lib/ids.ts';
 import { formatCredits } from '../ledger/money.ts';
@@ -41,6 +42,8 @@ export interface GatewayDeps {
   rateLimiter: RateLimiter;
   requestLogs: RequestLogWriter;
   settlements: Settlements;
+  /** Wait for each call's settlement to commit before answering it (SETTLE_BEFORE_ANSWER). */
+  settleBeforeAnswer: boolean;
   log: Logger;
 }
 
@@ -385,7 +388,7 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
   const ttfbMs = call.firstBytePerf === null ? null : Math.round(call.firstBytePerf - call.startedPerf);
   if (!producedSomething) {
     const records = [usageRecord(call, outcome, 0n, latencyMs, ttfbMs, false)];
-    await deps.settlements.start(key.workspaceId, call.requestId, () => deps.ledger.void(key.workspaceId, holdId, records, answered));
+    await settleOrStart(deps, call, (opts) => deps.ledger.void(key.workspaceId, holdId, records, opts));
     return { chargedMicros: 0n };
   }
   const rate = (outcome.candidate ?? call.plan.candidates[0]).rate;
@@ -400,12 +403,21 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
     records: [usageRecord(call, outcome, charge, latencyMs, ttfbMs, true)],
     keyUsage: { keyId: key.id, usedAtMs: call.startedAtMs },
   };
-  await deps.settlements.start(key.workspaceId, call.requestId, () => deps.ledger.settle(input, answered));
+  await settleOrStart(deps, call, (opts) => deps.ledger.settle(input, opts));
   return { chargedMicros: charge };
 }
 
-/** A settlement's write: its call is being answered, so it may wait to share a commit. */
-const answered = { deferrable: true } as const;
+/**
+ * Commits the call's settlement now (SETTLE_BEFORE_ANSWER), or starts it to commit while the call
+ * is answered: then the write is deferrable, free to wait a few milliseconds to share a commit.
+ */
+async function settleOrStart(deps: GatewayDeps, call: CallState, write: (opts?: WriteOptions) => Promise<unknown>): Promise<void> {
+  if (deps.settleBeforeAnswer) {
+    await write();
+    return;
+  }
+  await deps.settlements.start(call.key.workspaceId, call.requestId, () => write({ deferrable: true }));
+}
 
 /** Voids the hold of a call that failed before any upstream output, recording why. */
 export async function abandon(deps: GatewayDeps, call: CallState, errorCode: string): Promise<void> {

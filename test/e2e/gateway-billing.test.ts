@@ -529,3 +529,35 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     expect(await verifyLedger(await g.settledDb(s))).toEqual([]);
   });
 });
+
+describe('SETTLE_BEFORE_ANSWER=true', () => {
+  let s: TestServer;
+  let mock: OpenAIMock;
+  let setup: g.GatewaySetup;
+
+  beforeAll(async () => {
+    mock = await startOpenAIMock({ apiKey: upstreamKey });
+    s = await startTestServer('sqlite', { SETTLE_BEFORE_ANSWER: 'true' });
+    setup = await g.setupGateway(s, { provider: { type: 'openai-compatible', baseUrl: mock.url, apiKey: upstreamKey }, upstreamModel: 'gpt-4o-mini' });
+  });
+  afterAll(async () => {
+    await s?.close();
+    await mock?.close();
+  });
+
+  it('answers a call only once its settlement has committed', async () => {
+    const workspaceId = await g.addWorkspace(s, '10');
+    const { key } = await g.addKey(s, workspaceId);
+    const client = new OpenAI({ baseURL: `${s.url}/v1`, apiKey: key, maxRetries: 0 });
+    for (const stream of [false, true]) {
+      const { data, response } = await client.chat.completions.create({ model: setup.model, messages, stream }).withResponse();
+      if (stream) for await (const _chunk of data as unknown as AsyncIterable<unknown>) void _chunk;
+      const requestId = response.headers.get('x-request-id')!;
+      // Read straight from the store, without waiting for anything: the record is already there.
+      expect(s.running.ctx.settlements.pending).toBe(0);
+      const row = await s.running.ctx.store.db.selectFrom('usage_records').select(['status', 'charge_micros']).where('id', '=', requestId).executeTakeFirst();
+      expect(row, `stream: ${stream}`).toMatchObject({ status: 'ok' });
+      expect(BigInt(row!.charge_micros as bigint)).toBeGreaterThan(0n);
+    }
+  });
+});
