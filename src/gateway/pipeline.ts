@@ -2,8 +2,8 @@
 // call with a ledger hold for its worst case, proxy it (falling back across routes before the
 // first byte), meter the usage the provider reported, and settle the exact price — or void the
 // hold when the upstream produced nothing. The usage record commits in the settlement's
-// transaction, right after the call is answered (settlements.ts). Everything but the ledger is
-// read from memory.
+// transaction (for a call alone in flight, right after it is answered: settlements.ts).
+// Everything but the ledger is read from memory.
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Kysely } from 'kysely';
 import type { Logger } from 'pino';
@@ -220,6 +220,7 @@ export async function admit(
   if (first.ok) {
     call.holdId = first.holdId;
     call.holdMicros = first.amountMicros;
+    deps.settlements.admitted();
     return { outputAllowance, strict: false };
   }
   if (opts.strictAllowed && outputAllowance > 0) {
@@ -229,6 +230,7 @@ export async function admit(
       if (second.ok) {
         call.holdId = second.holdId;
         call.holdMicros = second.amountMicros;
+        deps.settlements.admitted();
         return { outputAllowance: affordable, strict: true };
       }
     }
@@ -375,12 +377,13 @@ export function upstreamFailure(e: UpstreamError): AppError {
 
 /**
  * Ends the call in the ledger: settle the priced usage (with its usage record, atomically), or
- * void the hold when nothing was produced. Returns the price as soon as it is known: the
- * settlement commits right after, while the call is answered (see settlements.ts).
+ * void the hold when nothing was produced. Returns the price; a call that finished alone gets it
+ * before its settlement commits, to be answered while it does (see settlements.ts).
  */
 export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcome): Promise<Settled> {
   const { key, holdId } = call;
   if (!holdId) throw new Error('finish without a hold');
+  const alone = deps.settlements.finishing();
   // An upstream that failed before producing output costs nothing; a disconnected client still
   // pays for the input the upstream processed and the output it produced.
   const producedSomething = outcome.status !== 'upstream_error' || outcome.usage.outputTokens > 0 || outcome.usage.images > 0;
@@ -388,7 +391,7 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
   const ttfbMs = call.firstBytePerf === null ? null : Math.round(call.firstBytePerf - call.startedPerf);
   if (!producedSomething) {
     const records = [usageRecord(call, outcome, 0n, latencyMs, ttfbMs, false)];
-    await settleOrStart(deps, call, (opts) => deps.ledger.void(key.workspaceId, holdId, records, opts));
+    await settleOrStart(deps, call, alone, (opts) => deps.ledger.void(key.workspaceId, holdId, records, opts));
     return { chargedMicros: 0n };
   }
   const rate = (outcome.candidate ?? call.plan.candidates[0]).rate;
@@ -403,16 +406,18 @@ export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcom
     records: [usageRecord(call, outcome, charge, latencyMs, ttfbMs, true)],
     keyUsage: { keyId: key.id, usedAtMs: call.startedAtMs },
   };
-  await settleOrStart(deps, call, (opts) => deps.ledger.settle(input, opts));
+  await settleOrStart(deps, call, alone, (opts) => deps.ledger.settle(input, opts));
   return { chargedMicros: charge };
 }
 
 /**
- * Commits the call's settlement now (SETTLE_BEFORE_ANSWER), or starts it to commit while the call
- * is answered: then the write is deferrable, free to wait a few milliseconds to share a commit.
+ * Starts the settlement of a call that finished alone, to commit while it is answered (the write
+ * is deferrable: free to wait a few milliseconds to share a commit); commits any other's now, in
+ * the batch the settlements of the calls around it gather into (see settlements.ts). With
+ * SETTLE_BEFORE_ANSWER, every call's commits now.
  */
-async function settleOrStart(deps: GatewayDeps, call: CallState, write: (opts?: WriteOptions) => Promise<unknown>): Promise<void> {
-  if (deps.settleBeforeAnswer) {
+async function settleOrStart(deps: GatewayDeps, call: CallState, alone: boolean, write: (opts?: WriteOptions) => Promise<unknown>): Promise<void> {
+  if (deps.settleBeforeAnswer || !alone) {
     await write();
     return;
   }

@@ -80,6 +80,21 @@ describe('settlements after the answer', () => {
     expect(s.pending).toBe(0);
   });
 
+  it('tells a finishing call whether it was the only one in flight', () => {
+    const s = new Settlements(quiet);
+    s.admitted();
+    expect(s.finishing()).toBe(true);
+    s.admitted();
+    s.admitted();
+    s.admitted();
+    expect([s.finishing(), s.finishing(), s.finishing()]).toEqual([false, false, true]);
+    // A finish without an admission (never expected) does not drive the count below zero.
+    expect(s.finishing()).toBe(true);
+    s.admitted();
+    s.admitted();
+    expect(s.finishing()).toBe(false);
+  });
+
   it('makes a call wait for its own settlement when too many are pending', async () => {
     const s = new Settlements(quiet, { maxPending: 2 });
     const gates = [gate(), gate(), gate()];

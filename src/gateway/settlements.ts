@@ -7,6 +7,13 @@
 // a crash loses the same calls either way (their reservations go back when the hold or lease
 // expires). What it cost was latency: at one connection, the commit was a third of a call.
 //
+// Only a call that finishes alone (no other call in flight in this process) is answered first.
+// Alone, the wait for its commit is pure latency, and the next calls' settlements share the
+// commit it would have had to itself. Among other calls in flight, the settlement joins the batch
+// theirs gather into and the call is answered when it commits, as are theirs: answered together,
+// the calls' answers and next requests move in bursts, which on the bench machine cost 13 to 40%
+// less CPU per call than answering each call as soon as it was priced (see bench/gateway/README.md).
+//
 // This process's own reads wait for its settlements first: the balance, usage and admin reads
 // (see `app.ts`), and an admission refused for lack of credits while the workspace has
 // settlements pending (they free the part of their reservations the calls did not use). A
@@ -32,6 +39,8 @@ export class Settlements {
   readonly #retryDelaysMs: number[];
   readonly #byWorkspace = new Map<string, Set<Promise<void>>>();
   #pending = 0;
+  /** Calls admitted and not yet finished, in this process. */
+  #inFlight = 0;
   /** Settlements that failed for good, since the start (a metric; each was logged). */
   failed = 0;
 
@@ -39,6 +48,18 @@ export class Settlements {
     this.#log = log;
     this.#maxPending = opts.maxPending ?? defaultMaxPending;
     this.#retryDelaysMs = opts.retryDelaysMs ?? defaultRetryDelaysMs;
+  }
+
+  /** A call was admitted: it is in flight until it finishes. */
+  admitted(): void {
+    this.#inFlight++;
+  }
+
+  /** A call is finishing: whether it was the only call in flight in this process. */
+  finishing(): boolean {
+    const alone = this.#inFlight <= 1;
+    if (this.#inFlight > 0) this.#inFlight--;
+    return alone;
   }
 
   /** Settlements started and not yet committed (or given up). */
