@@ -82,7 +82,7 @@ export async function startServer(config: Config = loadConfig(), log: Logger = c
       await app.close();
       // After the last call has answered: its settlement commits, and what it started still
       // reaches the store (first, so a Redis that hangs cannot keep a write from it) and Redis.
-      await ctx.settlements.settled(undefined, settlementsStopWaitMs);
+      await ctx.settlements.drain(settlementsStopWaitMs);
       await ctx.requestLogs.drain();
       await ledger.close();
       await ctx.rateLimiter.close();

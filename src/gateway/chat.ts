@@ -19,6 +19,7 @@ import {
   callUpstream,
   canFallBack,
   finish,
+  finishIfUnfinished,
   outputAllowance,
   reportFailure,
   reportSuccess,
@@ -106,6 +107,7 @@ export async function handleChat(deps: GatewayDeps, req: FastifyRequest, reply: 
     }
   } finally {
     watch.done();
+    await finishIfUnfinished(deps, call);
   }
 }
 

@@ -9,7 +9,7 @@ import type { EmbeddingsRequest, ImagesRequest, Usage } from '../providers/types
 import { encodeEmbeddingsBase64 } from '../providers/openai/index.ts';
 import { afterCall } from './after-call.ts';
 import { enforceRateLimits } from './rate-limits.ts';
-import { abandon, admit, authenticate, callDeadlineMs, callUpstream, finish, reportSuccess, resolveCall, watchClient, type GatewayDeps } from './pipeline.ts';
+import { abandon, admit, authenticate, callDeadlineMs, callUpstream, finish, finishIfUnfinished, reportSuccess, resolveCall, watchClient, type GatewayDeps } from './pipeline.ts';
 
 const maxEmbeddingInputs = 2048;
 const maxImagesPerCall = 10;
@@ -43,6 +43,7 @@ export async function handleEmbeddings(deps: GatewayDeps, req: FastifyRequest, r
     return reply.send(answer);
   } finally {
     watch.done();
+    await finishIfUnfinished(deps, call);
   }
 }
 
@@ -78,6 +79,7 @@ export async function handleImages(deps: GatewayDeps, req: FastifyRequest, reply
     return reply.send(parsed.response);
   } finally {
     watch.done();
+    await finishIfUnfinished(deps, call);
   }
 }
 

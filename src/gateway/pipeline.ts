@@ -73,6 +73,8 @@ export interface CallState {
   holdId: string | null;
   holdMicros: bigint;
   attempts: AttemptRecord[];
+  /** finish() has run: the call is settled or voided (or on its way). */
+  finished: boolean;
 }
 
 export interface AttemptRecord {
@@ -178,6 +180,7 @@ export async function resolveCall(
     holdId: null,
     holdMicros: 0n,
     attempts: [],
+    finished: false,
   };
 }
 
@@ -299,7 +302,14 @@ export async function callUpstream(
       continue;
     }
     const adapter = getAdapter(candidate.route.provider.type);
-    const prepared = build(adapter, targetOf(candidate), candidate);
+    let prepared: ReturnType<typeof build>;
+    try {
+      prepared = build(adapter, targetOf(candidate), candidate);
+    } catch (err) {
+      // A request the adapter cannot translate (a client error): answered at once, as a 4xx.
+      if (err instanceof AppError) return { ok: false, error: err };
+      throw err;
+    }
     if (!prepared) {
       last = new AppError('invalid_request_error', 'unsupported_endpoint', `'${call.model.name}' cannot serve this endpoint through its provider.`);
       continue;
@@ -383,6 +393,8 @@ export function upstreamFailure(e: UpstreamError): AppError {
 export async function finish(deps: GatewayDeps, call: CallState, outcome: Outcome): Promise<Settled> {
   const { key, holdId } = call;
   if (!holdId) throw new Error('finish without a hold');
+  if (call.finished) throw new Error(`call ${call.requestId} finished twice`);
+  call.finished = true;
   const alone = deps.settlements.finishing();
   // An upstream that failed before producing output costs nothing; a disconnected client still
   // pays for the input the upstream processed and the output it produced.
@@ -422,6 +434,14 @@ async function settleOrStart(deps: GatewayDeps, call: CallState, alone: boolean,
     return;
   }
   await deps.settlements.start(call.key.workspaceId, call.requestId, () => write({ deferrable: true }));
+}
+
+/**
+ * The last word on an admitted call, in its handler's `finally`: a call that ended without
+ * finishing (an unexpected error) gives its hold back now rather than when the hold times out.
+ */
+export async function finishIfUnfinished(deps: GatewayDeps, call: CallState): Promise<void> {
+  if (call.holdId && !call.finished) await abandon(deps, call, 'internal_error');
 }
 
 /** Voids the hold of a call that failed before any upstream output, recording why. */

@@ -5,6 +5,11 @@ import { Settlements } from './settlements.ts';
 
 const quiet = pino({ level: 'silent' });
 
+/** Until every settlement started has committed or been given up (retries included). */
+async function allDone(s: Settlements): Promise<void> {
+  while (s.pending > 0) await new Promise((r) => setTimeout(r, 1));
+}
+
 /** A write that stays pending until released. */
 function gate() {
   let release!: () => void;
@@ -56,7 +61,7 @@ describe('settlements after the answer', () => {
       attempts++;
       if (attempts < 3) throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
     });
-    await s.settled();
+    await allDone(s);
     expect(attempts).toBe(3);
     expect(s.failed).toBe(0);
 
@@ -65,7 +70,7 @@ describe('settlements after the answer', () => {
       refusals++;
       throw conflict('hold_not_pending', 'no longer pending');
     });
-    await s.settled();
+    await allDone(s);
     expect(refusals).toBe(1);
     expect(s.failed).toBe(1);
 
@@ -74,7 +79,7 @@ describe('settlements after the answer', () => {
       tries++;
       throw new Error('connection lost');
     });
-    await s.settled();
+    await allDone(s);
     expect(tries).toBe(4);
     expect(s.failed).toBe(2);
     expect(s.pending).toBe(0);
@@ -93,6 +98,47 @@ describe('settlements after the answer', () => {
     s.admitted();
     s.admitted();
     expect(s.finishing()).toBe(false);
+  });
+
+  it('takes a unique violation on a retry for an earlier attempt that did commit, and gives up at once on a constraint', async () => {
+    const s = new Settlements(quiet, { retryDelaysMs: [1, 1, 1] });
+    let tries = 0;
+    await s.start('ws_a', 'req_1', async () => {
+      tries++;
+      if (tries === 1) throw Object.assign(new Error('Connection terminated unexpectedly'), { code: 'ECONNRESET' });
+      throw Object.assign(new Error('duplicate key value violates unique constraint "transfers_hold_once"'), { code: '23505' });
+    });
+    await allDone(s);
+    expect(tries).toBe(2);
+    expect(s.failed).toBe(0);
+    expect(s.pending).toBe(0);
+
+    let once = 0;
+    await s.start('ws_a', 'req_2', async () => {
+      once++;
+      throw Object.assign(new Error('FOREIGN KEY constraint failed'), { code: 'SQLITE_CONSTRAINT_FOREIGNKEY' });
+    });
+    await allDone(s);
+    expect(once).toBe(1);
+    expect(s.failed).toBe(1);
+  });
+
+  it('does not make reads wait for a settlement sleeping before its retry, and drain wakes it for a last attempt', async () => {
+    const s = new Settlements(quiet, { retryDelaysMs: [60_000] });
+    let tries = 0;
+    await s.start('ws_a', 'req_1', async () => {
+      tries++;
+      throw Object.assign(new Error('database is locked'), { code: 'SQLITE_BUSY' });
+    });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(tries).toBe(1);
+    // Waiting for it would take its whole minute of sleep (past the test's own timeout).
+    await s.settled('ws_a', 60_000);
+    expect(s.has('ws_a')).toBe(true);
+    await s.drain(10_000);
+    expect(tries).toBe(2);
+    expect(s.failed).toBe(1);
+    expect(s.has('ws_a')).toBe(false);
   });
 
   it('makes a call wait for its own settlement when too many are pending', async () => {

@@ -3,9 +3,10 @@
 // and may wait a few milliseconds to share a commit with its neighbours (the committer's
 // `deferMs`). Waiting for the commit before answering protected no credit: the upstream has
 // already done the work, and the credits the call was admitted with stay reserved (in its hold or
-// its balance lease) until the settlement commits, so nothing can be spent twice meanwhile, and
-// a crash loses the same calls either way (their reservations go back when the hold or lease
-// expires). What it cost was latency: at one connection, the commit was a third of a call.
+// its balance lease) until the settlement commits, so nothing can be spent twice meanwhile. A
+// crash leaves the same calls unbilled either way (their reservations go back when the hold or
+// lease expires); they are now answered ones, where before they were not. What the wait cost was
+// latency: at one connection, the commit was a third of a call.
 //
 // Only a call that finishes alone (no other call in flight in this process) is answered first.
 // Alone, the wait for its commit is pure latency, and the next calls' settlements share the
@@ -16,9 +17,10 @@
 //
 // This process's own reads wait for its settlements first: the balance, usage and admin reads
 // (see `app.ts`), and an admission refused for lack of credits while the workspace has
-// settlements pending (they free the part of their reservations the calls did not use). A
-// settlement that fails is retried; one that still fails is logged, and its reservation returns
-// when its hold times out, as for a call cut by a crash. Too many settlements pending (a store
+// settlements pending (they free the part of their reservations the calls did not use); none
+// waits for one sleeping before a retry. A settlement that fails is retried (unless the database
+// refused it for good, or it turns out an earlier attempt did commit); one that still fails is
+// logged, and its reservation returns when its hold times out, as for a call cut by a crash. Too many settlements pending (a store
 // that stopped keeping up) and calls wait for their own again, so memory stays bounded.
 import type { Logger } from 'pino';
 import { AppError } from '../lib/errors.ts';
@@ -37,10 +39,13 @@ export class Settlements {
   readonly #log: Logger;
   readonly #maxPending: number;
   readonly #retryDelaysMs: number[];
-  readonly #byWorkspace = new Map<string, Set<Promise<void>>>();
+  readonly #byWorkspace = new Map<string, Set<Entry>>();
+  /** Wakes each settlement sleeping before a retry. */
+  readonly #wakers = new Set<() => void>();
   #pending = 0;
   /** Calls admitted and not yet finished, in this process. */
   #inFlight = 0;
+  #draining = false;
   /** Settlements that failed for good, since the start (a metric; each was logged). */
   failed = 0;
 
@@ -62,6 +67,11 @@ export class Settlements {
     return alone;
   }
 
+  /** Calls admitted and not yet finished. */
+  get inFlight(): number {
+    return this.#inFlight;
+  }
+
   /** Settlements started and not yet committed (or given up). */
   get pending(): number {
     return this.#pending;
@@ -72,17 +82,18 @@ export class Settlements {
    * Resolves at once, or, when too many are pending, once this one has committed or failed.
    */
   async start(workspaceId: string, requestId: string, write: () => Promise<unknown>): Promise<void> {
-    const done = this.#run(requestId, write);
+    const entry: Entry = { attempt: Promise.resolve(), sleeping: false, done: Promise.resolve() };
+    entry.done = this.#run(entry, requestId, write);
     let set = this.#byWorkspace.get(workspaceId);
     if (!set) {
       set = new Set();
       this.#byWorkspace.set(workspaceId, set);
     }
-    set.add(done);
+    set.add(entry);
     this.#pending++;
-    const tracked = done.finally(() => {
+    const tracked = entry.done.finally(() => {
       this.#pending--;
-      set.delete(done);
+      set.delete(entry);
       if (set.size === 0 && this.#byWorkspace.get(workspaceId) === set) this.#byWorkspace.delete(workspaceId);
     });
     if (this.#pending > this.#maxPending) await tracked;
@@ -94,39 +105,107 @@ export class Settlements {
   }
 
   /**
-   * Waits until the settlements of the workspace (or of every workspace) started so far have
-   * committed or failed, for at most `maxWaitMs` (a store that is down must not hang reads).
+   * Waits until the settlements of the workspace (or of every workspace) being written now have
+   * committed or failed, for at most `maxWaitMs`. One that failed and sleeps before its retry is
+   * not waited for: a store that is down must not hang every read.
    */
   async settled(workspaceId?: string, maxWaitMs = 5_000): Promise<void> {
-    const waiting = workspaceId === undefined ? [...this.#byWorkspace.values()].flatMap((s) => [...s]) : [...(this.#byWorkspace.get(workspaceId) ?? [])];
-    if (waiting.length === 0) return;
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<void>((resolve) => {
-      timer = setTimeout(resolve, maxWaitMs);
-    });
-    try {
-      await Promise.race([Promise.all(waiting), timeout]);
-    } finally {
-      clearTimeout(timer);
+    const entries = workspaceId === undefined ? [...this.#byWorkspace.values()].flatMap((s) => [...s]) : [...(this.#byWorkspace.get(workspaceId) ?? [])];
+    const writing = entries.filter((e) => !e.sleeping).map((e) => e.attempt);
+    if (writing.length > 0) await within(Promise.all(writing), maxWaitMs);
+  }
+
+  /**
+   * For stopping: wakes the settlements sleeping before a retry for one last attempt, and waits
+   * (at most `maxWaitMs`) until every settlement has committed or been given up.
+   */
+  async drain(maxWaitMs: number): Promise<void> {
+    this.#draining = true;
+    for (const wake of [...this.#wakers]) wake();
+    const all = [...this.#byWorkspace.values()].flatMap((s) => [...s].map((e) => e.done));
+    if (all.length > 0) await within(Promise.all(all), maxWaitMs);
+  }
+
+  async #run(entry: Entry, requestId: string, write: () => Promise<unknown>): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      let failure: { err: unknown } | null = null;
+      entry.attempt = write().then(
+        () => undefined,
+        (err: unknown) => {
+          failure = { err };
+        },
+      );
+      await entry.attempt;
+      if (!failure) return;
+      const { err } = failure as { err: unknown };
+      if (attempt > 0 && isUniqueViolation(err)) {
+        // The earlier attempt committed after all (a connection lost at COMMIT): the call's
+        // transfer or usage record is there, and the database refused a second one.
+        this.#log.warn({ err, requestId }, 'a settlement retried after a failure had already been written');
+        return;
+      }
+      // A refusal (the hold is no longer pending, a constraint) will not change on a retry.
+      const final = err instanceof AppError || isConstraintViolation(err) || attempt >= this.#retryDelaysMs.length || this.#draining;
+      if (final) {
+        this.failed++;
+        this.#log.error({ err, requestId }, 'a settlement could not be written');
+        return;
+      }
+      this.#log.warn({ err, requestId, attempt: attempt + 1 }, 'writing a settlement failed; retrying');
+      entry.sleeping = true;
+      await this.#sleep(this.#retryDelaysMs[attempt]);
+      entry.sleeping = false;
     }
   }
 
-  async #run(requestId: string, write: () => Promise<unknown>): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await write();
-        return;
-      } catch (err) {
-        // A refusal (the hold is no longer pending, a bad amount) will not change on a retry.
-        const final = err instanceof AppError || attempt >= this.#retryDelaysMs.length;
-        if (final) {
-          this.failed++;
-          this.#log.error({ err, requestId }, 'a settlement could not be written; its reservation returns when its hold times out');
-          return;
-        }
-        this.#log.warn({ err, requestId, attempt: attempt + 1 }, 'writing a settlement failed; retrying');
-        await new Promise((resolve) => setTimeout(resolve, this.#retryDelaysMs[attempt]));
-      }
-    }
+  /** A pause before a retry that `drain` can cut short; it does not keep the process alive. */
+  #sleep(ms: number): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(timer);
+        this.#wakers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      timer.unref();
+      this.#wakers.add(wake);
+    });
   }
+}
+
+interface Entry {
+  /** The attempt under way (or the last one). */
+  attempt: Promise<void>;
+  /** Failed, and waiting to be retried. */
+  sleeping: boolean;
+  /** Committed, or given up. */
+  done: Promise<void>;
+}
+
+async function within(work: Promise<unknown>, maxWaitMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<void>((resolve) => {
+    timer = setTimeout(resolve, maxWaitMs);
+  });
+  try {
+    await Promise.race([work, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function codeOf(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : '';
+}
+
+/** SQLite's and PostgreSQL's (class 23) integrity constraint violations. */
+function isConstraintViolation(err: unknown): boolean {
+  const code = codeOf(err);
+  return code.startsWith('SQLITE_CONSTRAINT') || /^23[0-9A-Z]{3}$/.test(code);
+}
+
+function isUniqueViolation(err: unknown): boolean {
+  const code = codeOf(err);
+  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505';
 }

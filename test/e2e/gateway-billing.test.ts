@@ -390,6 +390,18 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     }
   });
 
+  it('gives the credits back at once when the provider adapter refuses a request after admission', async () => {
+    const t = await tenant('10');
+    // Anthropic's format has no `n`: the adapter refuses it while building the upstream request.
+    const err = (await t.openai.chat.completions.create({ model: claude, messages, n: 2 }).catch((e: unknown) => e)) as APIError;
+    expect(err).toBeInstanceOf(APIError);
+    expect(err.status).toBe(400);
+    expect(await g.pendingHolds(s, t.workspaceId)).toBe(0);
+    expect(s.running.ctx.settlements.inFlight).toBe(0);
+    expect((await g.usageRecords(s, t.workspaceId)).map((r) => r.status)).toEqual(['upstream_error']);
+    expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted, consumed: 0n });
+  });
+
   it('never charges more than was available when many concurrent calls race for a balance that covers a few', async () => {
     const maxTokens = 20;
     const worst = g.expectedCharge(dearRates, { input: inputTokens, output: maxTokens });
