@@ -441,7 +441,9 @@ async function settleOrStart(deps: GatewayDeps, call: CallState, alone: boolean,
  * finishing (an unexpected error) gives its hold back now rather than when the hold times out.
  */
 export async function finishIfUnfinished(deps: GatewayDeps, call: CallState): Promise<void> {
-  if (call.holdId && !call.finished) await abandon(deps, call, 'internal_error');
+  if (!call.holdId || call.finished) return;
+  deps.log.error({ requestId: call.requestId }, 'a call ended without settling; its hold is voided');
+  await abandon(deps, call, 'internal_error');
 }
 
 /** Voids the hold of a call that failed before any upstream output, recording why. */
