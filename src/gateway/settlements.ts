@@ -20,10 +20,12 @@
 // settlements pending (they free the part of their reservations the calls did not use); none
 // waits for one sleeping before a retry. A settlement that fails is retried (unless the database
 // refused it for good, or it turns out an earlier attempt did commit); one that still fails is
-// logged, and its reservation returns when its hold times out, as for a call cut by a crash. Too many settlements pending (a store
-// that stopped keeping up) and calls wait for their own again, so memory stays bounded.
+// logged, and its reservation returns when its hold times out, as for a call cut by a crash.
+// Too many settlements pending (a store that stopped keeping up) and calls wait for their own
+// again, so memory stays bounded.
 import type { Logger } from 'pino';
 import { AppError } from '../lib/errors.ts';
+import { isConstraintViolation, isUniqueViolation } from '../store/errors.ts';
 
 export interface SettlementsOptions {
   /** Settlements pending at once before a call waits for its own (default 4,096). */
@@ -192,20 +194,4 @@ async function within(work: Promise<unknown>, maxWaitMs: number): Promise<void> 
   } finally {
     clearTimeout(timer);
   }
-}
-
-function codeOf(err: unknown): string {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : '';
-}
-
-/** SQLite's and PostgreSQL's (class 23) integrity constraint violations. */
-function isConstraintViolation(err: unknown): boolean {
-  const code = codeOf(err);
-  return code.startsWith('SQLITE_CONSTRAINT') || /^23[0-9A-Z]{3}$/.test(code);
-}
-
-function isUniqueViolation(err: unknown): boolean {
-  const code = codeOf(err);
-  return code === 'SQLITE_CONSTRAINT_UNIQUE' || code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === '23505';
 }
