@@ -7,6 +7,9 @@
 //   AB_A='{"TOLLGATE_X":"1"}' AB_B='{"NODE_OPTIONS":"--max-semi-space-size=64"}' node --import tsx bench/gateway/ab.ts
 //
 // AB_A / AB_B: JSON objects of environment variables for each process (default: none).
+// AB_A_DIR / AB_B_DIR: the checkout each side runs (default: this one), to compare two commits:
+//   git worktree add /tmp/tollgate-base HEAD~1 && ln -s "$PWD/node_modules" /tmp/tollgate-base/
+//   AB_A_DIR=/tmp/tollgate-base node --import tsx bench/gateway/ab.ts
 // BENCH_ROUNDS (6), BENCH_SECONDS (4), BENCH_CONNECTIONS (50), BENCH_STREAM=1 for streamed calls,
 // AB_PROFILE_B=DIR to run B under `node --cpu-prof` (profile written to DIR when it stops).
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -45,18 +48,20 @@ interface Side {
 }
 
 async function startSide(name: Side['name'], extraEnv: Record<string, string>, port: number, mockUrl: string, profileDir: string | null): Promise<Side> {
+  const checkout = path.resolve(process.env[`AB_${name}_DIR`] || repoRoot);
   const saved = { ...process.env };
   // startTollgate builds the child's environment from this process's.
   Object.assign(process.env, extraEnv);
   const dataDir = await mkdtemp(path.join(os.tmpdir(), `tollgate-ab-${name}-`));
   let run: TollgateRun;
   try {
-    run = await startTollgate(repoRoot, dataDir, port, profileDir);
+    run = await startTollgate(checkout, dataDir, port, profileDir);
   } finally {
     process.env = saved;
   }
   const setup = await configureTollgate(run.url, mockUrl);
   const request = { url: `${run.url}/v1/chat/completions`, headers: { 'content-type': 'application/json', authorization: `Bearer ${setup.apiKey}` }, body: chatBody(benchModel, streamed) };
+  if (checkout !== repoRoot) console.log(`${name} runs ${checkout}`);
   return { name, run, dataDir, request, cpu: [], rps: [], singleP50: [] };
 }
 
