@@ -24,9 +24,9 @@ export class UpstreamTimeout extends Error {}
 export class UpstreamTooLarge extends Error {}
 
 /**
- * A call's cancel signal: an EventEmitter with `aborted` and `reason`, which undici takes in place
- * of an AbortSignal. An AbortController and the two listeners undici puts on its signal cost about
- * 6.5 µs per call on this machine (2% of a call's CPU); this costs 0.3 µs.
+ * A call's cancel signal: an EventEmitter with `aborted` and `reason`, used in place of an
+ * AbortSignal. An AbortController and the two listeners undici put on its signal cost about 6.5 µs
+ * per call on this machine (2% of a call's CPU); this costs 0.3 µs.
  */
 export class CallSignal extends EventEmitter {
   aborted = false;
@@ -197,7 +197,6 @@ class DispatchedAnswer implements UpstreamAnswer, Dispatcher.DispatchHandler {
 
   async *#iterate(): AsyncGenerator<Uint8Array> {
     this.#claim();
-    let complete = false;
     try {
       for (;;) {
         if (this.#pieces.length > 0) {
@@ -208,15 +207,12 @@ class DispatchedAnswer implements UpstreamAnswer, Dispatcher.DispatchHandler {
           continue;
         }
         if (this.#error !== null) throw this.#error;
-        if (this.#ended) {
-          complete = true;
-          return;
-        }
+        if (this.#ended) return;
         await new Promise<void>((wake) => (this.#wake = wake));
       }
     } finally {
       // A reader that stopped early (a translator error, a client gone) lets the upstream go.
-      if (!complete && !this.#ended && this.#error === null) this.#controller?.abort(new Error('upstream answer abandoned'));
+      if (!this.#ended && this.#error === null) this.#controller?.abort(new Error('upstream answer abandoned'));
     }
   }
 }
@@ -247,7 +243,7 @@ async function readAll(body: AsyncIterable<Uint8Array>): Promise<string> {
   let size = 0;
   for await (const chunk of body) {
     size += chunk.byteLength;
-    if (size > maxUpstreamBodyBytes) throw new Error('upstream answer too large');
+    if (size > maxUpstreamBodyBytes) throw new UpstreamTooLarge(`upstream answer larger than ${maxUpstreamBodyBytes} bytes`);
     parts.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk));
   }
   return Buffer.concat(parts).toString('utf8');
