@@ -127,9 +127,19 @@ async function relayStream(
   const encoder = format.encoder(body.model, body.stream_options?.include_usage === true);
   let headWritten = false;
   // What one upstream piece (or the end) produced goes out in one write: one socket write per
-  // piece the upstream sent, not one per event in it.
+  // piece the upstream sent, not one per event in it. Pieces read after the upstream has already
+  // sent its end (a short answer often arrives whole) are held and go out with the stream's own
+  // end, once it is settled: one socket write for all of it.
+  let held = '';
+  const started = () => headWritten || held.length > 0;
   const write = (text: string, end = false) => {
     if (watch.clientGone) return;
+    if (!end && attempt.answer.complete === true) {
+      held += text;
+      return;
+    }
+    text = held + text;
+    held = '';
     if (!headWritten) {
       if (text.length === 0 && !end) return;
       raw.writeHead(200, {
@@ -178,7 +188,7 @@ async function relayStream(
     const record = call.attempts[call.attempts.length - 1];
     if (record) record.error = upstreamError ? `stream error ${upstreamError.type}` : 'stream cut';
   }
-  if (cut && !headWritten && !watch.clientGone) {
+  if (cut && !started() && !watch.clientGone) {
     reportFailure(deps, attempt.candidate, upstreamError ? `stream error ${upstreamError.type}` : 'stream cut');
     if (canFallBack(call)) return 'fall_back';
   }
@@ -189,9 +199,10 @@ async function relayStream(
     afterCall(deps, call, outcome.usage, reply.request.body, translator.outputText());
   } catch (err) {
     deps.log.error({ err, requestId: call.requestId }, 'settling a stream failed');
-    if (!watch.clientGone) {
-      if (!headWritten) raw.writeHead(500, { 'content-type': 'application/json', 'x-request-id': call.requestId });
-      raw.end(headWritten ? encoder.error(internalError()) : JSON.stringify(format.errorBody(internalError(), call.requestId)));
+    if (started()) write(encoder.error(internalError()), true);
+    else if (!watch.clientGone) {
+      raw.writeHead(500, { 'content-type': 'application/json', 'x-request-id': call.requestId });
+      raw.end(JSON.stringify(format.errorBody(internalError(), call.requestId)));
     }
     return 'done';
   }
@@ -207,8 +218,8 @@ async function relayStream(
   const err = upstreamError
     ? new AppError('upstream_error', 'upstream_stream_error', `The provider failed mid-stream: ${upstreamError.message}`, { status: 502 })
     : new AppError('upstream_error', 'upstream_stream_cut', 'The provider closed the stream before it ended.', { status: 502 });
-  if (headWritten) {
-    raw.end(encoder.error(err));
+  if (started()) {
+    write(encoder.error(err), true);
   } else {
     raw.writeHead(err.status, { 'content-type': 'application/json', 'x-request-id': call.requestId });
     raw.end(JSON.stringify(format.errorBody(err, call.requestId)));

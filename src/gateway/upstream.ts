@@ -10,6 +10,8 @@ export interface UpstreamAnswer {
   status: number;
   headers: Record<string, string>;
   body: AsyncIterable<Uint8Array>;
+  /** True once the upstream has sent the whole body (pieces may still wait unread); absent where not known. */
+  readonly complete?: boolean;
   /** Reads the whole body as text (for errors and non-streamed answers). */
   text(): Promise<string>;
 }
@@ -118,6 +120,10 @@ class DispatchedAnswer implements UpstreamAnswer, Dispatcher.DispatchHandler {
     this.#maxBodyBytes = maxBodyBytes;
     this.#resolve = resolve;
     this.#reject = reject;
+  }
+
+  get complete(): boolean {
+    return this.#ended;
   }
 
   readonly #onAbort = () => this.#controller?.abort(asError(this.#signal.reason));

@@ -27,6 +27,26 @@ describe('SseParser', () => {
     expect(parse(Array.from(stream))).toEqual(expected);
   });
 
+  it('gives the same events for random streams cut into random pieces (seeded)', () => {
+    let seed = 12345;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const parts = ['data: ', 'data:', 'event: x', 'id: 3', ': c', 'abc', '{"k":"v"}', '\n', '\r', '\r\n', '\n\n', '\r\r'];
+    for (let round = 0; round < 300; round++) {
+      const text = Array.from({ length: 1 + rand(40) }, () => parts[rand(parts.length)]).join('');
+      const whole = parse([text]);
+      const pieces: string[] = [];
+      for (let at = 0; at < text.length; ) {
+        const n = 1 + rand(6);
+        pieces.push(text.slice(at, at + n));
+        at += n;
+      }
+      expect(parse(pieces)).toEqual(whole);
+    }
+  });
+
   it('delivers an unterminated final event at end, and nothing for a comment-only stream', () => {
     expect(parse(['data: last'])).toEqual([{ event: 'message', data: 'last' }]);
     expect(parse([': ping\n\n'])).toEqual([]);

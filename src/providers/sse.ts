@@ -23,23 +23,26 @@ export class SseParser {
     const events: SseEvent[] = [];
     if (text.length === 0) return events;
     let start = 0;
-    let i = 0;
-    if (this.pendingCr && text.startsWith('\n')) {
-      start = 1;
-      i = 1;
-    }
+    if (this.pendingCr && text.charCodeAt(0) === 10) start = 1;
     this.pendingCr = false;
-    for (; i < text.length; i++) {
-      const c = text.charCodeAt(i);
-      if (c !== 10 && c !== 13) continue;
-      this.buffer += text.slice(start, i);
-      this.line(this.buffer, events);
+    // Line ends are found with indexOf (a native scan) rather than a loop over every character.
+    let lf = text.indexOf('\n', start);
+    let cr = text.indexOf('\r', start);
+    while (lf !== -1 || cr !== -1) {
+      const atCr = cr !== -1 && (lf === -1 || cr < lf);
+      const i = atCr ? cr : lf;
+      this.line(this.buffer + text.slice(start, i), events);
       this.buffer = '';
-      if (c === 13) {
-        if (i + 1 === text.length) this.pendingCr = true;
-        else if (text.charCodeAt(i + 1) === 10) i++;
+      let next = i + 1;
+      if (atCr) {
+        if (next === text.length) this.pendingCr = true;
+        else if (text.charCodeAt(next) === 10) next++;
+        cr = text.indexOf('\r', next);
+        if (lf !== -1 && lf < next) lf = text.indexOf('\n', next);
+      } else {
+        lf = text.indexOf('\n', next);
       }
-      start = i + 1;
+      start = next;
     }
     this.buffer += text.slice(start);
     if (this.buffer.length + this.dataChars > maxSseEventChars) {
