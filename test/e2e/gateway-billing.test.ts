@@ -236,26 +236,56 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     expect((await t.openai.chat.completions.create({ model, messages })).choices[0].finish_reason).toBe('stop');
   });
 
-  it('bills an in-stream upstream error for the output produced before it, and passes the error on', async () => {
+  for (const wholeStream of [false, true]) {
+    it(`bills an in-stream upstream error for the output produced before it, and passes the error on (${wholeStream ? 'all in one write with the end' : 'event by event'})`, async () => {
+      const t = await tenant('10');
+      const model = await isolatedModel();
+      const errorAfter = 10;
+      mock.setBehavior({ replyText: longReply, wholeStream, streamError: { afterEvents: errorAfter, message: 'The server had an error while processing your request.' } });
+      try {
+        const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
+        let received = '';
+        const err = await (async () => {
+          for await (const chunk of data) received += chunk.choices[0]?.delta.content ?? '';
+        })().catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(OpenAI.APIError);
+        expect((err as APIError).message).toContain('The server had an error while processing your request.');
+        const produced = openaiPieces.slice(0, errorAfter - 1).join('');
+        expect(received).toBe(produced);
+        const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
+        expect(record).toMatchObject({ status: 'upstream_error', error_code: 'upstream_stream_error', estimated: 1, output_tokens: countTokens(produced) });
+        const charge = g.expectedCharge(rates, { input: inputTokens, output: countTokens(produced) });
+        expect(record.charge_micros).toBe(charge);
+        expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+      } finally {
+        mock.setBehavior({});
+      }
+    });
+  }
+
+  it('delivers a stream that arrives whole with its end, and bills it as the same call unstreamed', async () => {
     const t = await tenant('10');
     const model = await isolatedModel();
-    const errorAfter = 10;
-    mock.setBehavior({ replyText: longReply, streamError: { afterEvents: errorAfter, message: 'The server had an error while processing your request.' } });
+    mock.setBehavior({ replyText: longReply, wholeStream: true });
     try {
-      const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
+      const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true, stream_options: { include_usage: true } }).withResponse();
       let received = '';
-      const err = await (async () => {
-        for await (const chunk of data) received += chunk.choices[0]?.delta.content ?? '';
-      })().catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(OpenAI.APIError);
-      expect((err as APIError).message).toContain('The server had an error while processing your request.');
-      const produced = openaiPieces.slice(0, errorAfter - 1).join('');
-      expect(received).toBe(produced);
-      const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
-      expect(record).toMatchObject({ status: 'upstream_error', error_code: 'upstream_stream_error', estimated: 1, output_tokens: countTokens(produced) });
-      const charge = g.expectedCharge(rates, { input: inputTokens, output: countTokens(produced) });
-      expect(record.charge_micros).toBe(charge);
-      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+      let finish: string | null = null;
+      let usage: OpenAI.CompletionUsage | null | undefined = null;
+      for await (const chunk of data) {
+        received += chunk.choices[0]?.delta.content ?? '';
+        finish = chunk.choices[0]?.finish_reason ?? finish;
+        if (chunk.usage) usage = chunk.usage;
+      }
+      expect(received).toBe(longReply);
+      expect(finish).toBe('stop');
+      expect(usage?.completion_tokens).toBe(fullTokens);
+      const streamed = await g.settledUsage(s, response.headers.get('x-request-id')!);
+      const plain = await t.openai.chat.completions.create({ model, messages }).withResponse();
+      const unstreamed = await g.settledUsage(s, plain.response.headers.get('x-request-id')!);
+      expect(streamed).toMatchObject({ status: 'ok', estimated: 0, output_tokens: fullTokens });
+      expect(streamed.charge_micros).toBe(unstreamed.charge_micros);
+      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - 2n * streamed.charge_micros, pending: 0n });
     } finally {
       mock.setBehavior({});
     }

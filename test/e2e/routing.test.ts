@@ -400,41 +400,43 @@ describe.each(engines)('routing and fallback on %s', (engine) => {
       await expectCharged(t, 0n);
     });
 
-    it('does not fall back once content reached the client: an error event, billed for the output produced only', async () => {
-      const { a, b, pa, m } = await primaryAndBackup();
-      // Events: the role chunk, then two pieces of content, then the error.
-      a.set({ streamError: { afterEvents: 3, message: 'The model crashed.' } });
-      const t = await tenant('10');
-      const { data, response } = await t.client.chat.completions.create({ model: m.name, messages: prompt, stream: true }).withResponse();
-      const chunks: OpenAI.ChatCompletionChunk[] = [];
-      const err = await failure(
-        (async () => {
-          for await (const chunk of data) chunks.push(chunk);
-        })(),
-      );
-      expect(err.message).toContain('The model crashed.');
-      const received = textOf(chunks);
-      expect(received.length).toBeGreaterThan(0);
-      expect(a.reply.startsWith(received)).toBe(true);
-      expect(received).not.toBe(a.reply);
+    for (const wholeStream of [false, true]) {
+      it(`does not fall back once content was produced for the client: an error event, billed for the output produced only (${wholeStream ? 'all in one write with the end' : 'event by event'})`, async () => {
+        const { a, b, pa, m } = await primaryAndBackup();
+        // Events: the role chunk, then two pieces of content, then the error.
+        a.set({ wholeStream, streamError: { afterEvents: 3, message: 'The model crashed.' } });
+        const t = await tenant('10');
+        const { data, response } = await t.client.chat.completions.create({ model: m.name, messages: prompt, stream: true }).withResponse();
+        const chunks: OpenAI.ChatCompletionChunk[] = [];
+        const err = await failure(
+          (async () => {
+            for await (const chunk of data) chunks.push(chunk);
+          })(),
+        );
+        expect(err.message).toContain('The model crashed.');
+        const received = textOf(chunks);
+        expect(received.length).toBeGreaterThan(0);
+        expect(a.reply.startsWith(received)).toBe(true);
+        expect(received).not.toBe(a.reply);
 
-      const requestId = response.headers.get('x-request-id')!;
-      const record = await settledUsage(requestId);
-      const produced = { input: promptTokens, output: countTokens(received) };
-      const charge = g.expectedCharge(rates, produced);
-      expect(record).toMatchObject({
-        status: 'upstream_error',
-        error_code: 'upstream_stream_error',
-        provider_id: pa.id,
-        input_tokens: produced.input,
-        output_tokens: produced.output,
-        estimated: 1,
-        charge_micros: charge,
-        attempts: 1,
+        const requestId = response.headers.get('x-request-id')!;
+        const record = await settledUsage(requestId);
+        const produced = { input: promptTokens, output: countTokens(received) };
+        const charge = g.expectedCharge(rates, produced);
+        expect(record).toMatchObject({
+          status: 'upstream_error',
+          error_code: 'upstream_stream_error',
+          provider_id: pa.id,
+          input_tokens: produced.input,
+          output_tokens: produced.output,
+          estimated: 1,
+          charge_micros: charge,
+          attempts: 1,
+        });
+        expect(b.calls()).toBe(0);
+        await expectCharged(t, charge);
       });
-      expect(b.calls()).toBe(0);
-      await expectCharged(t, charge);
-    });
+    }
   });
 
   it('opens the circuit of a failing provider after 5 failures, shows why, and then skips it without calling it', async () => {

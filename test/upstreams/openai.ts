@@ -40,6 +40,8 @@ export interface OpenAIMockBehavior {
   reasoningTokens?: number;
   /** Answer with this text instead of the generated one. */
   replyText?: string;
+  /** Send a whole SSE stream (up to a `streamError`, if set) in one write with its end, as a short answer often arrives. */
+  wholeStream?: boolean;
   /** Send JSON answers chunked, in a few pieces, without a content-length. */
   chunked?: boolean;
   /** Add a `padding` field of this many characters to a non-streamed chat answer (a huge answer without a huge reply). */
@@ -322,6 +324,17 @@ async function stream(res: ServerResponse, chunks: unknown[], behavior: OpenAIMo
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
   res.flushHeaders();
   const events = [...chunks.map((chunk) => `data: ${JSON.stringify(chunk)}\n\n`), 'data: [DONE]\n\n'];
+  if (behavior.wholeStream) {
+    const cut = behavior.streamError ? behavior.streamError.afterEvents : events.length;
+    let text = events.slice(0, cut).join('');
+    if (behavior.streamError) {
+      const { type = 'server_error', code = null, message = 'The server had an error while processing your request.' } = behavior.streamError;
+      text += `data: ${JSON.stringify(openaiErrorBody(message, type, null, code))}\n\n`;
+    }
+    record.eventsWritten += Math.min(cut, events.length);
+    res.end(text);
+    return;
+  }
   for (let i = 0; i < events.length; i++) {
     if (res.destroyed) return;
     if (behavior.dropAfterEvents !== undefined && i >= behavior.dropAfterEvents) {
