@@ -84,6 +84,26 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     return (await g.addModel(s, { providerId: provider.id, upstreamModel: 'gpt-4o-mini' })).name;
   };
 
+  /** Streams a call the upstream cuts short: the text the client received and the error it got. */
+  const streamUntilError = async (t: Awaited<ReturnType<typeof tenant>>, model: string) => {
+    const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
+    let received = '';
+    const err = await (async () => {
+      for await (const chunk of data) received += chunk.choices[0]?.delta.content ?? '';
+    })().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.APIError);
+    return { received, message: (err as APIError).message, requestId: response.headers.get('x-request-id')! };
+  };
+
+  /** The call is recorded as failed with `errorCode`, billed for its input and the output produced (counted), and nothing stays pending. */
+  const expectBilledForProduced = async (t: Awaited<ReturnType<typeof tenant>>, requestId: string, errorCode: string, produced: string) => {
+    const record = await g.settledUsage(s, requestId);
+    expect(record).toMatchObject({ status: 'upstream_error', error_code: errorCode, estimated: 1, input_tokens: inputTokens, output_tokens: countTokens(produced) });
+    const charge = g.expectedCharge(rates, { input: inputTokens, output: countTokens(produced) });
+    expect(record.charge_micros).toBe(charge);
+    expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+  };
+
   it('bills a client that disconnects mid-stream for the input and the output produced so far, and cancels the upstream', async () => {
     const t = await tenant('10');
     mock.setBehavior({ replyText: longReply, eventDelayMs: 100 });
@@ -214,22 +234,12 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
     const dropAfter = 20;
     mock.setBehavior({ replyText: longReply, dropAfterEvents: dropAfter });
     try {
-      const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
-      let received = '';
-      const err = await (async () => {
-        for await (const chunk of data) received += chunk.choices[0]?.delta.content ?? '';
-      })().catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(OpenAI.APIError);
-      expect((err as APIError).message).toContain('closed the stream before it ended');
+      const { received, message, requestId } = await streamUntilError(t, model);
+      expect(message).toContain('closed the stream before it ended');
       // Every piece the upstream wrote before the drop reached the client.
       const produced = openaiPieces.slice(0, dropAfter - 1).join('');
       expect(received).toBe(produced);
-
-      const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
-      expect(record).toMatchObject({ status: 'upstream_error', error_code: 'upstream_stream_cut', estimated: 1, input_tokens: inputTokens, output_tokens: countTokens(produced) });
-      const charge = g.expectedCharge(rates, { input: inputTokens, output: countTokens(produced) });
-      expect(record.charge_micros).toBe(charge);
-      expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+      await expectBilledForProduced(t, requestId, 'upstream_stream_cut', produced);
     } finally {
       mock.setBehavior({});
     }
@@ -243,20 +253,11 @@ describe.each(modes)('billing under disconnects, failures and concurrency on $en
       const errorAfter = 10;
       mock.setBehavior({ replyText: longReply, wholeStream, streamError: { afterEvents: errorAfter, message: 'The server had an error while processing your request.' } });
       try {
-        const { data, response } = await t.openai.chat.completions.create({ model, messages, stream: true }).withResponse();
-        let received = '';
-        const err = await (async () => {
-          for await (const chunk of data) received += chunk.choices[0]?.delta.content ?? '';
-        })().catch((e: unknown) => e);
-        expect(err).toBeInstanceOf(OpenAI.APIError);
-        expect((err as APIError).message).toContain('The server had an error while processing your request.');
+        const { received, message, requestId } = await streamUntilError(t, model);
+        expect(message).toContain('The server had an error while processing your request.');
         const produced = openaiPieces.slice(0, errorAfter - 1).join('');
         expect(received).toBe(produced);
-        const record = await g.settledUsage(s, response.headers.get('x-request-id')!);
-        expect(record).toMatchObject({ status: 'upstream_error', error_code: 'upstream_stream_error', estimated: 1, output_tokens: countTokens(produced) });
-        const charge = g.expectedCharge(rates, { input: inputTokens, output: countTokens(produced) });
-        expect(record.charge_micros).toBe(charge);
-        expect(await g.balanceOf(s, t.workspaceId)).toMatchObject({ balance: t.granted - charge, pending: 0n });
+        await expectBilledForProduced(t, requestId, 'upstream_stream_error', produced);
       } finally {
         mock.setBehavior({});
       }
