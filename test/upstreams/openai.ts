@@ -320,6 +320,12 @@ function validateEmbeddings(request: Loose): void {
   }
 }
 
+/** The `data: {"error": ...}` event a `streamError` ends the stream with. */
+function streamErrorEvent(error: NonNullable<OpenAIMockBehavior['streamError']>): string {
+  const { type = 'server_error', code = null, message = 'The server had an error while processing your request.' } = error;
+  return `data: ${JSON.stringify(openaiErrorBody(message, type, null, code))}\n\n`;
+}
+
 async function stream(res: ServerResponse, chunks: unknown[], behavior: OpenAIMockBehavior, record: RecordedRequest): Promise<void> {
   res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-cache' });
   res.flushHeaders();
@@ -327,10 +333,7 @@ async function stream(res: ServerResponse, chunks: unknown[], behavior: OpenAIMo
   if (behavior.wholeStream) {
     const cut = behavior.streamError ? behavior.streamError.afterEvents : events.length;
     let text = events.slice(0, cut).join('');
-    if (behavior.streamError) {
-      const { type = 'server_error', code = null, message = 'The server had an error while processing your request.' } = behavior.streamError;
-      text += `data: ${JSON.stringify(openaiErrorBody(message, type, null, code))}\n\n`;
-    }
+    if (behavior.streamError) text += streamErrorEvent(behavior.streamError);
     record.eventsWritten += Math.min(cut, events.length);
     res.end(text);
     return;
@@ -342,8 +345,7 @@ async function stream(res: ServerResponse, chunks: unknown[], behavior: OpenAIMo
       return;
     }
     if (behavior.streamError && i >= behavior.streamError.afterEvents) {
-      const { type = 'server_error', code = null, message = 'The server had an error while processing your request.' } = behavior.streamError;
-      res.end(`data: ${JSON.stringify(openaiErrorBody(message, type, null, code))}\n\n`);
+      res.end(streamErrorEvent(behavior.streamError));
       return;
     }
     if (behavior.eventDelayMs) await sleep(behavior.eventDelayMs);
